@@ -1,0 +1,60 @@
+# One entry point for everything. `make test` works on a fresh machine from a clean clone:
+# it creates the venvs, brings the lab up (installs and starts real daemons), and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_218 := .venv-2.18
+PY := $(VENV)/bin/python
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: venv lab lab-down test unit integration sanity lint demo bench docs build reliability clean
+
+venv: $(VENV)/.installed $(VENV_218)/.installed
+
+$(VENV)/.installed: requirements/dev-2.19.txt requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements/dev-2.19.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	touch $@
+
+$(VENV_218)/.installed: requirements/dev-2.18.txt
+	$(PYTHON) -m venv $(VENV_218)
+	$(VENV_218)/bin/pip install $(PIP_QUIET) -r requirements/dev-2.18.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	touch $@
+
+lab:
+	$(PYTHON) lab/lab.py up
+
+lab-down:
+	$(PYTHON) lab/lab.py down
+
+# Unit tests, ansible-test sanity on both cores, then the integration tests, in one pytest run
+# so that the last line is pytest's own summary of all of it.
+test: venv lab
+	CI=$${CI:-} $(PY) -m pytest tests/unit tests/sanity tests/integration
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+integration: venv lab
+	$(PY) -m pytest tests/integration
+
+sanity: venv
+	$(PY) -m pytest tests/sanity
+
+lint: venv
+	$(PY) tools/lint.py
+
+docs: venv
+	$(PY) tools/docs.py
+
+build: venv
+	$(PY) tools/build.py
+
+demo: venv lab
+	$(VENV)/bin/ansible-playbook playbooks/demo.yml
+
+bench: venv lab
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(VENV_218) tests/output build
