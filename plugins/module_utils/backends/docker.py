@@ -1,0 +1,366 @@
+# -*- coding: utf-8 -*-
+# Copyright: oneclickvirt.virt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Docker backend: the Docker Engine API, over the node's socket / TCP+TLS, or tunnelled through SSH.
+
+Why the tunnel (`docker system dial-stdio`, as the docker SDK's ssh:// does) and not the docker CLI: both
+transports then speak the very same API, so every operation is written once, and the API-only and SSH-only
+runs give the same normalised result by construction. The CLI would need a second parser for every read.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from urllib.parse import urlsplit
+
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
+    BackendError, InvalidSpec, NotFound, OperationTimeout, TransportError, Unsupported)
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import ExecResult, Image, Instance, PublishedPort
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import (
+    HttpClient, open_socket, pem_fingerprint, tls_context)
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.units import MIB
+
+MANAGED_LABEL = "oneclickvirt.managed"
+STATUS = {"running": "running", "restarting": "running", "created": "stopped", "exited": "stopped",
+          "paused": "paused", "dead": "error", "removing": "unknown"}
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+class DockerEngine:
+    """The Engine API over one HttpClient, wherever its stream comes from."""
+
+    def __init__(self, http, ssh=None):
+        self.http = http
+        self.ssh = ssh
+
+    def request(self, method, path, query=None, body=None, timeout=None):
+        return self.http.request(method, path, query=query, body=body, timeout=timeout)
+
+    def exec_start(self, exec_id, stdin, timeout):
+        """Start an exec with its stdin attached; returns (stdout, stderr) when the command ends."""
+        status, stream, leftover = self.http.upgrade("POST", f"/exec/{exec_id}/start",
+                                                     body={"Detach": False, "Tty": False}, timeout=timeout)
+        if status != 101:
+            raise BackendError(f"exec start failed ({status}): {_message(stream)}", status=status)
+        try:
+            if stdin is not None:
+                stream.send_all(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
+            stream.close_write()
+            return _demultiplex(stream, leftover)
+        except (OSError, EOFError) as error:
+            raise TransportError(f"exec stream broke: {error}", sent=True)
+        finally:
+            stream.close()
+
+    def close(self):
+        self.http.close()
+        if self.ssh is not None:
+            self.ssh.close()
+
+
+def _demultiplex(stream, data):
+    """Docker's attach stream: frames of [type, 0, 0, 0, size(4, big endian)] + payload."""
+    out, err = [], []
+    while True:
+        while len(data) < 8 or len(data) < 8 + struct.unpack(">I", data[4:8])[0]:
+            chunk = stream.recv(65536)
+            if not chunk:
+                return b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
+            data += chunk
+        size = struct.unpack(">I", data[4:8])[0]
+        (err if data[0] == 2 else out).append(data[8:8 + size])
+        data = data[8 + size:]
+
+
+def _message(response):
+    try:
+        return (response.json() or {}).get("message") or response.body.decode("utf-8", "replace")
+    except ValueError:
+        return response.body.decode("utf-8", "replace")
+
+
+def _image_reference(image):
+    """Docker's own default: a reference without tag or digest means :latest."""
+    last = image.rsplit("/", 1)[-1]
+    return image if ("@" in image or ":" in last) else f"{image}:latest"
+
+
+def _cores(host_config):
+    if host_config.get("NanoCpus"):
+        cores = host_config["NanoCpus"] / 1e9
+    elif host_config.get("CpuQuota") and host_config.get("CpuPeriod"):
+        cores = host_config["CpuQuota"] / host_config["CpuPeriod"]
+    else:
+        return None
+    return int(cores) if cores == int(cores) else round(cores, 3)
+
+
+def _port_bindings(ports):
+    exposed, bindings = {}, {}
+    for port in ports:
+        key = f"{port.guest_port}/{port.protocol}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append({"HostIp": port.listen_address or "",
+                                             "HostPort": str(port.host_port or "")})
+    return exposed, bindings
+
+
+def _published(port_bindings):
+    ports = []
+    for key, bindings in (port_bindings or {}).items():
+        guest_port, _, protocol = key.partition("/")
+        for binding in bindings or [{}]:
+            host_port = binding.get("HostPort")
+            ports.append(PublishedPort(guest_port=int(guest_port), host_port=int(host_port) if host_port else None,
+                                       protocol=protocol or "tcp", listen_address=binding.get("HostIp") or None))
+    return ports
+
+
+class DockerProvider(Provider):
+    backend = "docker"
+    instance_types = ("container",)
+    in_place_fields = ("cpu", "memory", "restart_policy")
+
+    def __init__(self, node, warn=None):
+        super().__init__(node, warn)
+        self._inspected = {}
+
+    # -- transports --------------------------------------------------------------------------------------
+    def make_api_client(self):
+        api = self.node.api
+        parts = urlsplit(api.url)
+        secure = parts.scheme == "https" or (parts.scheme == "tcp" and (api.ca_file or api.client_cert))
+        context = pin = None
+        if secure:
+            context = tls_context(api.validate_certs, api.ca_file, api.server_cert, api.client_cert, api.client_key)
+            pin = pem_fingerprint(api.server_cert) if api.server_cert else None
+            if not api.validate_certs:
+                self.warn(f"node {self.node.name}: TLS certificate checking is off (api.validate_certs: false)")
+        url = api.url.replace("tcp://", "https://" if secure else "http://", 1)
+        http = HttpClient(lambda: open_socket(url, api.timeout, context, pin),
+                          host_header=parts.hostname or "docker", timeout=api.timeout)
+        return DockerEngine(http)
+
+    def make_ssh_client(self):
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.ssh import ChannelStream, SshTransport
+
+        ssh = SshTransport(self.node.ssh, self.warn)
+        http = HttpClient(lambda: ChannelStream(ssh.open_channel(["docker", "system", "dial-stdio"])),
+                          host_header="docker", timeout=self.node.ssh.command_timeout)
+        return DockerEngine(http, ssh=ssh)
+
+    # -- requests ----------------------------------------------------------------------------------------
+    def _call(self, method, path, query=None, body=None, ok=(200, 201, 204, 304), timeout=None):
+        response = self.router.request(method, path, query=query, body=body, timeout=timeout)
+        if response.status == 404:
+            raise NotFound(f"docker: {_message(response)}")
+        if response.status not in ok:
+            raise BackendError(f"docker {method} {path} failed ({response.status}): {_message(response)}",
+                               status=response.status, backend_message=_message(response))
+        return response.json() if response.body else None
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def version(self):
+        return self._call("GET", "/version")["Version"]
+
+    def info(self):
+        return self._call("GET", "/info")
+
+    def _inspect(self, name_or_id):
+        try:
+            return self._call("GET", f"/containers/{name_or_id}/json")
+        except NotFound:
+            return None
+
+    def get_instance(self, name):
+        data = self._inspect(name)
+        # Docker also resolves ID prefixes: only a container whose name is exactly `name` counts.
+        if data is None or data.get("Name") != f"/{name}":
+            return None
+        self._inspected[name] = data
+        return self._instance(data)
+
+    def list_instances(self):
+        summaries = self._call("GET", "/containers/json", query={"all": "1"})
+        instances = []
+        for summary in summaries:
+            data = self._inspect(summary["Id"])
+            if data is not None:
+                self._inspected[data["Name"].lstrip("/")] = data
+                instances.append(self._instance(data))
+        return sorted(instances, key=lambda instance: instance.name)
+
+    def _instance(self, data):
+        host_config, settings = data.get("HostConfig") or {}, data.get("NetworkSettings") or {}
+        networks = list((settings.get("Networks") or {}).values())
+        ipv4 = settings.get("IPAddress") or next((n["IPAddress"] for n in networks if n.get("IPAddress")), None)
+        ipv6 = settings.get("GlobalIPv6Address") or next(
+            (n["GlobalIPv6Address"] for n in networks if n.get("GlobalIPv6Address")), None)
+        memory = host_config.get("Memory") or 0
+        return Instance(
+            name=data["Name"].lstrip("/"), id=data["Id"], node=self.node.name, backend=self.backend,
+            type="container", status=STATUS.get(data["State"]["Status"], "unknown"),
+            image=data["Config"].get("Image"), cpu=_cores(host_config), memory=memory // MIB if memory else None,
+            disk=None, private_ip=ipv4 or None, ipv6=ipv6 or None,
+            ports=[port.__dict__ for port in _published(host_config.get("PortBindings"))],
+            created=data.get("Created"))
+
+    def list_images(self):
+        images = []
+        containers = self._call("GET", "/containers/json", query={"all": "1"})
+        for summary in self._call("GET", "/images/json"):
+            tags = [tag for tag in summary.get("RepoTags") or [] if tag != "<none>:<none>"]
+            used_by = sorted(c["Names"][0].lstrip("/") for c in containers if c.get("ImageID") == summary["Id"])
+            images.append(Image(
+                name=tags[0] if tags else summary["Id"], id=summary["Id"], node=self.node.name,
+                backend=self.backend, aliases=tags, size=summary.get("Size"),
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(summary.get("Created", 0))),
+                type="container", checksum=(summary.get("RepoDigests") or [None])[0], used_by=used_by))
+        return sorted(images, key=lambda image: image.name)
+
+    # -- plan --------------------------------------------------------------------------------------------
+    def check_spec(self, spec):
+        super().check_spec(spec)
+        if spec.network:
+            unsupported = sorted(key for key, value in spec.network.items() if value is not None and key != "bridge")
+            if unsupported:
+                raise Unsupported(f"network: {', '.join(unsupported)} not supported on Docker; only network.bridge "
+                                  "(a Docker network name) is")
+        if spec.restart_policy is not None and spec.restart_policy not in RESTART_POLICIES:
+            raise InvalidSpec(f"config.restart_policy: use one of {', '.join(RESTART_POLICIES)}")
+        if spec.disk is not None:
+            info = self.info()
+            backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "unknown")
+            if not (info.get("Driver") == "overlay2" and backing == "xfs"):
+                raise Unsupported(f"disk: Docker's {info.get('Driver')} storage driver on {backing} cannot enforce a "
+                                  "disk quota on this node (it needs overlay2 on xfs with pquota); remove `disk`")
+
+    def _current(self, instance):
+        data = self._inspected.get(instance.name) or self._inspect(instance.id)
+        config, host_config = data["Config"], data["HostConfig"]
+        return config, host_config
+
+    def drift(self, instance, spec):
+        config, host_config = self._current(instance)
+        changes = {}
+        if spec.image is not None and _image_reference(spec.image) != _image_reference(instance.image or ""):
+            changes["image"] = (instance.image, spec.image)
+        if spec.cpu is not None and instance.cpu != spec.cpu:
+            changes["cpu"] = (instance.cpu, spec.cpu)
+        if spec.memory is not None and instance.memory != spec.memory:
+            changes["memory"] = (instance.memory, spec.memory)
+        if spec.env is not None:
+            current_env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+            wanted = {key: str(value) for key, value in spec.env.items()}
+            if any(current_env.get(key) != value for key, value in wanted.items()):
+                changes["env"] = ({key: current_env.get(key) for key in wanted}, wanted)
+        if spec.hostname is not None and config.get("Hostname") != spec.hostname:
+            changes["hostname"] = (config.get("Hostname"), spec.hostname)
+        if spec.command is not None and (config.get("Cmd") or []) != spec.command:
+            changes["command"] = (config.get("Cmd"), spec.command)
+        if spec.ports is not None:
+            current = sorted(PublishedPort(**port).key() for port in instance.ports)
+            if current != sorted(port.key() for port in spec.ports):
+                changes["ports"] = (instance.ports, [port.__dict__ for port in spec.ports])
+        if spec.restart_policy is not None:
+            current_policy = (host_config.get("RestartPolicy") or {}).get("Name") or "no"
+            if current_policy != spec.restart_policy:
+                changes["restart_policy"] = (current_policy, spec.restart_policy)
+        return changes
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def create_instance(self, spec, events):
+        image = _image_reference(spec.image)
+        try:
+            self._call("GET", f"/images/{image}/json")
+        except NotFound:
+            raise NotFound(f"image: {spec.image!r} is not on Docker node {self.node.name}; pull or load it first "
+                           "(oneclickvirt.virt.virt_image), then run again")
+        exposed, bindings = _port_bindings(spec.ports or [])
+        host_config = {"PortBindings": bindings, "Init": bool(spec.config.get("init", False))}
+        if spec.cpu is not None:
+            host_config["NanoCpus"] = int(spec.cpu * 1e9)
+        if spec.memory is not None:
+            host_config["Memory"] = spec.memory * MIB
+            host_config["MemorySwap"] = 2 * spec.memory * MIB
+        if spec.restart_policy:
+            host_config["RestartPolicy"] = {"Name": spec.restart_policy}
+        if spec.network and spec.network.get("bridge"):
+            host_config["NetworkMode"] = spec.network["bridge"]
+        body = {"Image": image, "Labels": {MANAGED_LABEL: "true"}, "ExposedPorts": exposed, "HostConfig": host_config,
+                "Env": [f"{key}={value}" for key, value in sorted((spec.env or {}).items())]}
+        if spec.hostname:
+            body["Hostname"] = spec.hostname
+        if spec.command:
+            body["Cmd"] = spec.command
+        self._call("POST", "/containers/create", query={"name": spec.name}, body=body)
+
+    def update_instance(self, instance, changes):
+        body = {}
+        if "cpu" in changes:
+            body["NanoCpus"] = int(changes["cpu"] * 1e9)
+        if "memory" in changes:
+            body["Memory"] = changes["memory"] * MIB
+            body["MemorySwap"] = 2 * changes["memory"] * MIB
+        if "restart_policy" in changes:
+            body["RestartPolicy"] = {"Name": changes["restart_policy"]}
+        self._call("POST", f"/containers/{instance.id}/update", body=body)
+
+    def start(self, instance, timeout):
+        self._call("POST", f"/containers/{instance.id}/start")
+        self._wait_status(instance, ("running",), timeout, "start")
+
+    def stop(self, instance, timeout, force=False):
+        if force:
+            self._call("POST", f"/containers/{instance.id}/kill", ok=(204, 409))
+        else:
+            # Docker waits `t` seconds for the process, then kills it; the HTTP answer comes after that.
+            grace = max(1, min(int(timeout) - 1, 10))
+            self._call("POST", f"/containers/{instance.id}/stop", query={"t": str(grace)}, timeout=timeout + 5)
+        self._wait_status(instance, ("stopped", "error"), timeout, "stop")
+
+    def restart(self, instance, timeout):
+        grace = max(1, min(int(timeout) - 1, 10))
+        self._call("POST", f"/containers/{instance.id}/restart", query={"t": str(grace)}, timeout=timeout + 5)
+        self._wait_status(instance, ("running",), timeout, "restart")
+
+    def delete(self, instance, timeout):
+        try:
+            self._call("DELETE", f"/containers/{instance.id}", query={"force": "1", "v": "1"}, timeout=timeout)
+        except NotFound:
+            pass
+
+    def _wait_status(self, instance, wanted, timeout, operation):
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self._inspect(instance.id)
+            status = STATUS.get(data["State"]["Status"], "unknown") if data else "unknown"
+            if status in wanted:
+                self._inspected[instance.name] = data
+                return
+            if operation in ("start", "restart") and status == "stopped":
+                state = data["State"]
+                raise BackendError(f"{instance.name} exited right after {operation} (exit code "
+                                   f"{state.get('ExitCode')}, {state.get('Error') or 'no error message'}); its "
+                                   "command must keep running")
+            if time.monotonic() > deadline:
+                raise OperationTimeout(f"{operation} of {instance.name}: still {status} after {timeout}s")
+            time.sleep(0.1)
+
+    def exec(self, instance, argv, stdin=None, env=None, cwd=None, user=None, timeout=None):
+        if instance.status != "running":
+            raise Unsupported(f"{instance.name} is {instance.status}; commands run only in a running instance")
+        body = {"AttachStdin": stdin is not None, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+                "Cmd": list(argv), "Env": [f"{key}={value}" for key, value in (env or {}).items()]}
+        if cwd:
+            body["WorkingDir"] = cwd
+        if user:
+            body["User"] = user
+        timeout = timeout or 120
+        exec_id = self._call("POST", f"/containers/{instance.id}/exec", body=body)["Id"]
+        stdout, stderr = self.router.run(True, lambda engine: engine.exec_start(exec_id, stdin, timeout))
+        rc = self._call("GET", f"/exec/{exec_id}/json").get("ExitCode")
+        return ExecResult(rc=rc if rc is not None else -1, stdout=stdout, stderr=stderr)
+
