@@ -193,7 +193,7 @@ def validate_node_dict(raw):
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
     result = ArgumentSpecValidator(NODE_SPEC).validate(raw or {})
-    if result.errors:
+    if result.error_messages:
         label = (raw or {}).get("name", "?")
-        raise InvalidSpec(f"node {label}: " + "; ".join(str(error) for error in result.errors))
+        raise InvalidSpec(f"node {label}: " + "; ".join(result.error_messages))
     return build_node(result.validated_parameters)

@@ -53,6 +53,8 @@ def cpu_value(value, option="cpu"):
     """A positive number of cores. Fractions are kept; a backend that cannot enforce them says so."""
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise InvalidSpec(f"{option}: {value!r} is not a number of cores; use a positive number such as 1 or 0.5")
     try:
         cores = float(value)
     except (TypeError, ValueError):
