@@ -50,8 +50,14 @@ docs: venv
 build: venv
 	$(PY) tools/build.py
 
-demo: venv lab
-	$(VENV)/bin/ansible-playbook playbooks/demo.yml
+# Plays find the collection through a collections path that points at this checkout.
+COLLECTIONS := build/collections
+$(COLLECTIONS)/ansible_collections/oneclickvirt/virt:
+	mkdir -p $(COLLECTIONS)/ansible_collections/oneclickvirt
+	ln -sfn ../../../.. $@
+
+demo: venv lab $(COLLECTIONS)/ansible_collections/oneclickvirt/virt
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(VENV)/bin/ansible-playbook -i localhost, -c local playbooks/demo.yml
 
 bench: venv lab
 	$(PY) benchmarks/run.py
