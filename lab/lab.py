@@ -385,6 +385,45 @@ def ensure_docker_user_rules():
                 run(["iptables", "-I", *rule])
 
 
+# --- a client network namespace ---------------------------------------------------------------------------
+
+CLIENT_NETNS = {"name": "ocv-client", "host_if": "ocv-veth-host", "client_if": "ocv-veth-cl",
+                "host_ipv4": "10.165.0.1", "client_ipv4": "10.165.0.2",
+                "host_ipv6": "fd42:4c58:165::1", "client_ipv6": "fd42:4c58:165::2"}
+
+
+def ensure_client_netns():
+    """A "client on the internet" for port-mapping tests: a network namespace behind a veth pair.
+
+    The host side of the veth is the lab nodes' public_ip, so a connection from the namespace to
+    public_ip:host_port crosses PREROUTING exactly like traffic from outside.
+    """
+    ns = CLIENT_NETNS
+    if ns["name"] not in run(["ip", "netns", "list"]).stdout.split():
+        run(["ip", "netns", "add", ns["name"]])
+    if run(["ip", "link", "show", ns["host_if"]], check=False).returncode != 0:
+        run(["ip", "link", "add", ns["host_if"], "type", "veth", "peer", "name", ns["client_if"]])
+        run(["ip", "link", "set", ns["client_if"], "netns", ns["name"]])
+    host_addresses = run(["ip", "addr", "show", ns["host_if"]]).stdout
+    if f"{ns['host_ipv4']}/24" not in host_addresses:
+        run(["ip", "addr", "add", f"{ns['host_ipv4']}/24", "dev", ns["host_if"]])
+    if f"{ns['host_ipv6']}/64" not in host_addresses:
+        run(["ip", "-6", "addr", "add", f"{ns['host_ipv6']}/64", "dev", ns["host_if"], "nodad"])
+    run(["ip", "link", "set", ns["host_if"], "up"])
+    inside = ["ip", "netns", "exec", ns["name"]]
+    client_addresses = run([*inside, "ip", "addr", "show", ns["client_if"]]).stdout
+    if f"{ns['client_ipv4']}/24" not in client_addresses:
+        run([*inside, "ip", "addr", "add", f"{ns['client_ipv4']}/24", "dev", ns["client_if"]])
+    if f"{ns['client_ipv6']}/64" not in client_addresses:
+        run([*inside, "ip", "-6", "addr", "add", f"{ns['client_ipv6']}/64", "dev", ns["client_if"], "nodad"])
+    run([*inside, "ip", "link", "set", "lo", "up"])
+    run([*inside, "ip", "link", "set", ns["client_if"], "up"])
+    run([*inside, "ip", "route", "replace", "default", "via", ns["host_ipv4"]])
+    run([*inside, "ip", "-6", "route", "replace", "default", "via", ns["host_ipv6"]])
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+        run(["sysctl", "-q", "-w", f"{key}=1"])
+
+
 # --- images -------------------------------------------------------------------------------------------
 
 BUSYBOX_RCS = """#!/bin/sh
@@ -507,7 +546,8 @@ def node_descriptions():
     certs = LAB_DIR / "certs"
     nodes = {
         "docker": {"name": "docker", "type": "docker", "execution_rule": "auto", "ssh": dict(ssh),
-                   "api": {"url": f"unix://{DOCKER_SOCKET}"}, "public_ip": "127.0.0.1"},
+                   "api": {"url": f"unix://{DOCKER_SOCKET}"}, "public_ip": CLIENT_NETNS["host_ipv4"],
+                   "port_range": {"start": 20000, "end": 20999}},
     }
     for kind in ("lxd", "incus"):
         daemon = LxdLike(kind)
@@ -516,7 +556,8 @@ def node_descriptions():
             "api": {"url": f"https://{daemon.https[0]}:{daemon.https[1]}",
                     "client_cert": str(certs / "client.crt"), "client_key": str(certs / "client.key"),
                     "server_cert": str(daemon.server_cert)},
-            "public_ip": "127.0.0.1",
+            "public_ip": CLIENT_NETNS["host_ipv4"],
+            "port_range": {"start": 21000 if kind == "lxd" else 22000, "end": 21999 if kind == "lxd" else 22999},
         }
     pvesim_node = LAB_DIR / "pvesim" / "node.json"
     if pvesim_node.exists():
@@ -569,6 +610,7 @@ def up():
     for daemon in daemons:
         daemon.ensure()
     ensure_docker_user_rules()
+    ensure_client_netns()
     tarballs = {"ocv-busybox": rootfs_tarball("ocv-busybox", build_busybox_rootfs),
                 "ocv-debian": rootfs_tarball("ocv-debian", build_debian_rootfs)}
     ensure_docker_images(tarballs)
