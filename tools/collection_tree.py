@@ -6,6 +6,7 @@ ansible-test and ansible-galaxy both want the collection inside a real
 build output, so only the files git knows (tracked, plus untracked but not ignored) are copied.
 """
 
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -34,43 +35,46 @@ def venv_bin(core, tool):
     return path
 
 
+def build_ignore_patterns():
+    """The `build_ignore` list of galaxy.yml: what never ships in the collection tarball."""
+    import yaml
+
+    return yaml.safe_load((ROOT / 'galaxy.yml').read_text()).get('build_ignore') or []
+
+
+def ignored(path, patterns):
+    """As ansible-galaxy reads build_ignore: a pattern matches the path or any folder above it."""
+    parts = path.split('/')
+    candidates = ['/'.join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatch(candidate, pattern) for candidate in candidates for pattern in patterns)
+
+
 def known_files():
-    """Relative paths of the files git knows: tracked and untracked-but-not-ignored, that exist on disk."""
+    """Relative paths of the files that ship: git knows them (tracked, or untracked but not ignored), they exist
+    on disk, and galaxy.yml's build_ignore keeps them in. Sanity, docs and the tarball all see this same set."""
     listing = subprocess.run(
         ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
         cwd=ROOT, check=True, capture_output=True,
     ).stdout.decode('utf-8', 'surrogateescape')
     # A tracked file deleted in the work tree is still listed by --cached: skip it, the copy mirrors the disk.
     paths = sorted({path for path in listing.split('\0') if path})
-    return [path for path in paths if os.path.lexists(ROOT / path)]
+    # .gitignore stays in every copy: ansible-test reads it to leave tests/output (its own venvs) alone.
+    patterns = [pattern for pattern in build_ignore_patterns() if pattern != '.gitignore']
+    return [path for path in paths if os.path.lexists(ROOT / path) and not ignored(path, patterns)]
 
 
-def copy_collection(base, keep=()):
-    """Copy the files git knows into ``base/ansible_collections/oneclickvirt/virt`` and return that folder.
+def copy_collection(base):
+    """Copy the files git knows into ``base/ansible_collections/oneclickvirt/virt``; return (folder, file count).
 
-    The folder is wiped first, so files deleted from the checkout do not linger. Paths in ``keep``
-    (relative to the collection folder) survive the wipe: they hold caches that belong to the copy,
-    not to the checkout.
+    The folder is wiped first, so files deleted from the checkout do not linger.
     """
     tree = Path(base) / 'ansible_collections' / NAMESPACE / NAME
-    saved = Path(base) / '.keep'
-    shutil.rmtree(saved, ignore_errors=True)
-    for relative in keep:
-        if (tree / relative).exists():
-            (saved / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(tree / relative, saved / relative)
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     files = known_files()
     for relative in files:
-        source = ROOT / relative
         target = tree / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        # symlinks=True keeps a symlink a symlink, so the copy is what git would check out.
-        shutil.copy2(source, target, follow_symlinks=False)
-    for relative in keep:
-        if (saved / relative).exists():
-            (tree / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(saved / relative, tree / relative)
-    shutil.rmtree(saved, ignore_errors=True)
+        # follow_symlinks=False keeps a symlink a symlink, as git would check it out.
+        shutil.copy2(ROOT / relative, target, follow_symlinks=False)
     return tree, len(files)

@@ -107,6 +107,7 @@ class Plan:
 def ensure_instance(provider, request, check_mode):
     """Converge one instance. After a lost answer to a write, re-read and converge once more (never replay)."""
     plan = Plan(check_mode)
+    provider.timeout = request.timeout
     if request.state != "absent":
         provider.check_type(request.spec)
     before = provider.get_instance(request.spec.name)
@@ -166,9 +167,14 @@ def _converge(provider, request, plan, current):
             current = _reread(provider, plan, spec, status="stopped")
             created = True
         elif drift:
-            changes = {name: wanted for name, (_, wanted) in drift.items()}
+            changes = {name: values[1] for name, values in drift.items()}
+            pending = provider.restart_needed(current, changes)
             plan.do("update " + ", ".join(sorted(changes)), lambda: provider.update_instance(current, changes))
             current = _reread(provider, plan, spec, predicted=current, changes=changes)
+            if pending and request.state in ("started", "present"):
+                plan.actions.append("restart needed: " + ", ".join(pending))
+                provider.warn(f"{spec.name}: the change of {', '.join(pending)} takes effect at the next restart of "
+                              "the running instance; use state: restarted when it suits")
 
     if request.state == "started" and current.status != "running":
         plan.do("start", lambda: provider.start(current, timeout))
@@ -210,4 +216,3 @@ def _reread(provider, plan, spec, predicted=None, status=None, changes=None):
     if status:
         predicted.status = status
     return predicted
-

@@ -25,6 +25,7 @@ attributes:
     description: Before and after of the normalised instance.
   action_group:
     support: full
+    description: In the C(group/oneclickvirt.virt.virt) action group, so C(module_defaults) can set O(node) once.
     membership: [oneclickvirt.virt.virt]
 options:
   name:
@@ -136,6 +137,11 @@ options:
     description:
       - Backend-specific extras. Docker C(restart_policy) (V(no), V(always), V(unless-stopped), V(on-failure))
         and C(init) (bool, run an init as PID 1).
+      - LXD/Incus C(profiles) (list of profile names, in order; default the daemon's C(default) profile). Every
+        dotted key (C(security.nesting), C(boot.autostart), C(user.note)) goes to the instance config as given;
+        booleans and numbers are written as the daemon reads them. Only the keys given are compared and
+        written; C(volatile.*) belongs to the daemon. A key that a running instance takes only at its next start
+        (C(security.privileged), C(raw.lxc), ...) is written, and the result says that a restart is needed.
     type: dict
   force:
     description: Recreate the instance when a setting that cannot change in place differs. Its data is lost.
@@ -146,7 +152,7 @@ options:
     type: int
     default: 120
 author:
-  - oneclickvirt.virt contributors
+  - oneclickvirt.virt contributors (@oneclickvirt)
 """
 
 EXAMPLES = r"""
@@ -189,20 +195,63 @@ instance:
   returned: always
   type: dict
   contains:
-    name: {description: Name., type: str, returned: always}
-    id: {description: Backend id (Docker container id, LXD name, Proxmox VMID)., type: str, returned: always}
-    node: {description: Node label., type: str, returned: always}
-    backend: {description: docker, lxd, incus or proxmox., type: str, returned: always}
-    type: {description: container or vm., type: str, returned: always}
-    status: {description: running, stopped, paused, error or unknown., type: str, returned: always}
-    image: {description: Image it was created from., type: str, returned: always}
-    cpu: {description: Cores, null when unlimited., type: float, returned: always}
-    memory: {description: Memory limit in MiB, null when unlimited., type: int, returned: always}
-    disk: {description: Root disk size in MiB, null when not set., type: int, returned: always}
-    private_ip: {description: IPv4 address on the node's network., type: str, returned: always}
-    ipv6: {description: Global IPv6 address., type: str, returned: always}
-    ports: {description: Ports published by the instance itself., type: list, elements: dict, returned: always}
-    created: {description: Creation time as the backend reports it., type: str, returned: always}
+    name:
+      description: "Name."
+      type: str
+      returned: always
+    id:
+      description: "Backend id (Docker container id, LXD name, Proxmox VMID)."
+      type: str
+      returned: always
+    node:
+      description: "Node label."
+      type: str
+      returned: always
+    backend:
+      description: "docker, lxd, incus or proxmox."
+      type: str
+      returned: always
+    type:
+      description: "container or vm."
+      type: str
+      returned: always
+    status:
+      description: "running, stopped, paused, error or unknown."
+      type: str
+      returned: always
+    image:
+      description: "Image it was created from."
+      type: str
+      returned: always
+    cpu:
+      description: "Cores, null when unlimited."
+      type: float
+      returned: always
+    memory:
+      description: "Memory limit in MiB, null when unlimited."
+      type: int
+      returned: always
+    disk:
+      description: "Root disk size in MiB, null when not set."
+      type: int
+      returned: always
+    private_ip:
+      description: "IPv4 address on the node's network."
+      type: str
+      returned: always
+    ipv6:
+      description: "Global IPv6 address."
+      type: str
+      returned: always
+    ports:
+      description: "Ports published by the instance itself."
+      type: list
+      elements: dict
+      returned: always
+    created:
+      description: "Creation time as the backend reports it."
+      type: str
+      returned: always
 transport:
   description: The transport that served the run, V(api) or V(ssh).
   returned: always

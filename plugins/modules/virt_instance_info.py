@@ -24,13 +24,14 @@ attributes:
     description: Nothing changes, so there is nothing to diff.
   action_group:
     support: full
+    description: In the C(group/oneclickvirt.virt.virt) action group, so C(module_defaults) can set O(node) once.
     membership: [oneclickvirt.virt.virt]
 options:
   name:
     description: Name of one instance, matched exactly.
     type: str
 author:
-  - oneclickvirt.virt contributors
+  - oneclickvirt.virt contributors (@oneclickvirt)
 """
 
 EXAMPLES = r"""

@@ -27,20 +27,25 @@ def router(rule, api_fail=None, ssh_fail=None, ssh=True):
     if ssh:
         raw["ssh"] = {"host": "h"}
     made, warnings = {}, []
-    api = lambda: made.setdefault("api", FakeClient("api", api_fail))  # noqa: E731
-    ssh_client = lambda: made.setdefault("ssh", FakeClient("ssh", ssh_fail))  # noqa: E731
+
+    def api():
+        return made.setdefault("api", FakeClient("api", api_fail))
+
+    def ssh_client():
+        return made.setdefault("ssh", FakeClient("ssh", ssh_fail))
+
     return Router(validate_node_dict(raw), api, ssh_client, warnings.append), made, warnings
 
 
 def test_api_only_never_touches_ssh():
-    r, made, _ = router("api_only", api_fail=TransportError("refused"))
+    r, made, dummy = router("api_only", api_fail=TransportError("refused"))
     with pytest.raises(TransportError, match="refused"):
         r.request("GET", "/x")
     assert "ssh" not in made
 
 
 def test_ssh_only_never_touches_the_api():
-    r, made, _ = router("ssh_only")
+    r, made, dummy = router("ssh_only")
     assert r.request("GET", "/x") == "ssh:GET /x"
     assert "api" not in made and r.transport == "ssh"
 
@@ -60,12 +65,12 @@ def test_auto_falls_back_on_a_read_with_a_warning():
 
 
 def test_auto_resends_a_write_that_was_never_sent():
-    r, made, _ = router("auto", api_fail=TransportError("connect refused", sent=False))
+    r, made, dummy = router("auto", api_fail=TransportError("connect refused", sent=False))
     assert r.request("POST", "/create") == "ssh:POST /create"
 
 
 def test_auto_never_replays_a_write_that_may_have_arrived():
-    r, made, _ = router("auto", api_fail=TransportError("answer lost", sent=True))
+    r, made, dummy = router("auto", api_fail=TransportError("answer lost", sent=True))
     with pytest.raises(UncertainWrite):
         r.request("POST", "/create")
     assert r.transport == "ssh"
@@ -73,27 +78,27 @@ def test_auto_never_replays_a_write_that_may_have_arrived():
 
 
 def test_both_failures_are_named():
-    r, _, _ = router("auto", api_fail=TransportError("tls broke"), ssh_fail=TransportError("ssh refused"))
+    r, dummy, unused = router("auto", api_fail=TransportError("tls broke"), ssh_fail=TransportError("ssh refused"))
     with pytest.raises(TransportError) as error:
         r.request("GET", "/x")
     assert "tls broke" in str(error.value) and "ssh refused" in str(error.value)
 
 
 def test_auto_without_ssh_cannot_fall_back():
-    r, made, _ = router("auto", api_fail=TransportError("refused"), ssh=False)
+    r, made, dummy = router("auto", api_fail=TransportError("refused"), ssh=False)
     with pytest.raises(TransportError, match="refused"):
         r.request("GET", "/x")
     assert "ssh" not in made
 
 
 def test_node_work_needs_ssh_under_api_only():
-    r, _, _ = router("api_only")
+    r, dummy, unused = router("api_only")
     with pytest.raises(Unsupported, match="api_only"):
         r.ssh("iptables rules")
 
 
 def test_close_closes_every_client():
-    r, made, _ = router("auto", api_fail=TransportError("refused"))
+    r, made, dummy = router("auto", api_fail=TransportError("refused"))
     r.request("GET", "/x")
     r.close()
     assert made["api"].closed and made["ssh"].closed

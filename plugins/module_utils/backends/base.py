@@ -13,6 +13,7 @@ import secrets
 import string
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec, Unsupported, VirtError
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import STATUSES
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.rules import Router
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "!#%+,-.:=@^_"
@@ -22,10 +23,19 @@ def generate_password(length=24):
     if length < 12:
         raise InvalidSpec("length: generated passwords need at least 12 characters")
     while True:
-        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for dummy in range(length))
         classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits, "!#%+,-.:=@^_")
         if all(any(char in chars for char in password) for chars in classes):
             return password
+
+
+def count_statuses(statuses):
+    """Instances by normalised status ({running: 2, stopped: 1, ..., total: 3}): every status is present."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in statuses:
+        counts[status if status in counts else "unknown"] += 1
+    counts["total"] = sum(counts.values())
+    return counts
 
 
 class Provider:
@@ -35,6 +45,8 @@ class Provider:
     instance_types = ("container",)
     # Fields of InstanceSpec that this backend can change on an existing instance without recreating it.
     in_place_fields = ("cpu", "memory")
+    # Seconds a long operation may take; virt_instance sets the module's `timeout` here for each run.
+    timeout = 120
 
     def __init__(self, node, warn=None):
         self.node = node
@@ -69,6 +81,12 @@ class Provider:
     def list_images(self):
         raise NotImplementedError
 
+    def node_facts(self):
+        """The node itself: NodeFacts (version, hostname, supported types, instance counts, resources the
+        backend's API knows, and the storage pool's path for `df`). Used by virt_node_info and the health role;
+        a backend without it still gets the ssh / api / service checks."""
+        raise NotImplementedError
+
     # -- writes ----------------------------------------------------------------------------------------
     def check_type(self, spec):
         """A type this backend cannot run fails before anything is sent."""
@@ -90,6 +108,10 @@ class Provider:
     def update_instance(self, instance, changes):
         """Apply in-place changes ({field: wanted}) to an existing instance."""
         raise NotImplementedError
+
+    def restart_needed(self, instance, changes):
+        """Which of these in-place changes a running instance takes only at its next start (none by default)."""
+        return []
 
     def start(self, instance, timeout):
         raise NotImplementedError
@@ -113,8 +135,10 @@ class Provider:
         result = self.exec(instance, ["chpasswd"], stdin=f"{user}:{password}\n", timeout=timeout)
         if result.rc != 0:
             detail = (result.stderr or result.stdout).strip().replace(password, "********")
+            missing = result.rc in (126, 127) or "not found" in detail
             raise VirtError(f"setting the password of {user!r} in {instance.name} failed (rc {result.rc}): "
-                            f"{detail or 'chpasswd failed'}; the image needs chpasswd (the Debian image has it)")
+                            f"{detail or 'chpasswd failed'}"
+                            + ("; the image needs chpasswd (the Debian image has it)" if missing else ""))
 
     def reset_password(self, instance, user, length=24, timeout=None):
         password = generate_password(length)
