@@ -42,4 +42,7 @@ def run_module(module, work, extra_secrets=()):
     result["transport"] = provider.transport
     if provider.router.fallback_reason:
         result["fallback_reason"] = scrub(provider.router.fallback_reason, secrets)
+    if result.pop("failed", False):
+        # A result that is also a failure (virt_exec's non-zero rc) keeps its fields, as ansible.builtin.command's.
+        module.fail_json(**result)
     module.exit_json(**result)

@@ -77,6 +77,8 @@ class Image:
     type: str | None = None
     checksum: str | None = None
     used_by: list = field(default_factory=list)
+    # Docker: the registry digests (`repo@sha256:...`) the image is known by; empty elsewhere.
+    digests: list = field(default_factory=list)
 
     def to_dict(self):
         return asdict(self)
@@ -106,3 +108,88 @@ class Event:
 
     def to_dict(self):
         return {"step": self.step, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class NodeResources:
+    """A node's capacity and what is free of it, in integer MiB (cores as a number). None: not known."""
+    cpu_cores: int | None = None
+    memory_total: int | None = None
+    memory_available: int | None = None
+    swap_total: int | None = None
+    swap_free: int | None = None
+    storage_pool: str | None = None
+    disk_path: str | None = None
+    disk_total: int | None = None
+    disk_free: int | None = None
+    # Where each known value came from: {"memory_total": "api", "disk_free": "ssh", ...}.
+    sources: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class NodeFacts:
+    """What a backend knows about its node (Provider.node_facts())."""
+    version: str | None = None
+    hostname: str | None = None
+    instance_types: list = field(default_factory=list)
+    # Instances by normalised status, plus `total`.
+    instances: dict = field(default_factory=dict)
+    resources: NodeResources = field(default_factory=NodeResources)
+    # Whether the node's shell (nproc, /proc/meminfo, df of the pool path) is the better source for the
+    # resources; False where the backend's API reports them from the node itself (Proxmox).
+    shell_resources: bool = True
+
+
+@dataclass
+class CheckResult:
+    """One health check: ssh, api, service, or a threshold (memory, disk)."""
+    name: str
+    enabled: bool = True
+    success: bool | None = None
+    duration: float = 0.0
+    error: str | None = None
+    # authentication, connection, timeout, tls, host_key, service, command, backend, threshold, internal
+    error_kind: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        result = asdict(self)
+        result["duration"] = round(self.duration, 3)
+        return result
+
+
+@dataclass
+class HealthResult:
+    node: str
+    backend: str
+    status: str = "unknown"  # healthy, partial, unhealthy, unknown
+    checks: list = field(default_factory=list)
+    facts: NodeFacts = field(default_factory=NodeFacts)
+    # Facts that could not be gathered, and why (they never change the verdict).
+    facts_errors: list = field(default_factory=list)
+    transport: str | None = None
+    fallback_reason: str | None = None
+    duration: float = 0.0
+
+    def to_dict(self):
+        return {
+            "node": self.node, "backend": self.backend,
+            "health": {
+                "status": self.status,
+                "checks": {check.name: _without_name(check.to_dict()) for check in self.checks},
+                "failed_checks": [check.name for check in self.checks if check.enabled and check.success is False],
+            },
+            "version": self.facts.version, "hostname": self.facts.hostname,
+            "instance_types": list(self.facts.instance_types), "instances": dict(self.facts.instances),
+            "resources": self.facts.resources.to_dict(), "facts_errors": list(self.facts_errors),
+            "transport": self.transport, "fallback_reason": self.fallback_reason,
+            "duration": round(self.duration, 3),
+        }
+
+
+def _without_name(check):
+    check.pop("name", None)
+    return check

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec
@@ -59,7 +60,7 @@ def cpu_value(value, option="cpu"):
         cores = float(value)
     except (TypeError, ValueError):
         raise InvalidSpec(f"{option}: {value!r} is not a number of cores; use a positive number such as 1 or 0.5")
-    if not cores > 0 or cores > 4096:
+    if math.isnan(cores) or cores <= 0 or cores > 4096:
         raise InvalidSpec(f"{option}: {value!r} must be a positive number of cores (e.g. 1, 2 or 0.5)")
     return int(cores) if cores == int(cores) else cores
 

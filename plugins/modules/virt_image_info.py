@@ -90,7 +90,7 @@ images:
       type: str
       returned: always
     checksum:
-      description: "\"Docker registry digest, LXD/Incus C(sha256:<fingerprint>), Proxmox checksum where known (null in listings: PVE reports none).\""
+      description: "Docker registry digest, LXD/Incus C(sha256:<fingerprint>), Proxmox checksum where known (null in listings: PVE reports none)."
       type: str
       returned: always
     used_by:

@@ -17,7 +17,17 @@ def _docker():
     return DockerProvider
 
 
-_LOADERS = {"docker": _docker}
+def _lxd():
+    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.lxd import LxdProvider
+    return LxdProvider
+
+
+def _incus():
+    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.incus import IncusProvider
+    return IncusProvider
+
+
+_LOADERS = {"docker": _docker, "lxd": _lxd, "incus": _incus}
 
 
 def register(name, loader):

@@ -10,22 +10,28 @@ runs give the same normalised result by construction. The CLI would need a secon
 
 from __future__ import annotations
 
+import ssl
 import struct
+import threading
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, NotFound, OperationTimeout, TransportError, Unsupported)
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import ExecResult, Image, Instance, PublishedPort
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import (
+    ExecResult, Image, Instance, NodeFacts, NodeResources, PublishedPort)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import (
-    HttpClient, open_socket, pem_fingerprint, tls_context)
+    HttpClient, HttpResponse, open_socket, pem_fingerprint, tls_context)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.units import MIB
 
 MANAGED_LABEL = "oneclickvirt.managed"
 STATUS = {"running": "running", "restarting": "running", "created": "stopped", "exited": "stopped",
           "paused": "paused", "dead": "error", "removing": "unknown"}
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+# Inspects sent back to back before their answers are read: small enough that the requests always fit in the
+# socket buffers (so sending never waits on the daemon), large enough that a listing costs a few round trips.
+PIPELINE_BATCH = 64
 
 
 class DockerEngine:
@@ -38,21 +44,36 @@ class DockerEngine:
     def request(self, method, path, query=None, body=None, timeout=None):
         return self.http.request(method, path, query=query, body=body, timeout=timeout)
 
+    def get_many(self, paths, timeout=None):
+        """GET every path over one connection, pipelined (dockerd, Go's net/http, answers in order). The Engine
+        API has no batched inspect, and one round trip per container is what makes a listing slow over SSH."""
+        return self.http.get_many(paths, timeout=timeout, batch=PIPELINE_BATCH)
+
     def exec_start(self, exec_id, stdin, timeout):
         """Start an exec with its stdin attached; returns (stdout, stderr) when the command ends."""
         status, stream, leftover = self.http.upgrade("POST", f"/exec/{exec_id}/start",
                                                      body={"Detach": False, "Tty": False}, timeout=timeout)
         if status != 101:
             raise BackendError(f"exec start failed ({status}): {_message(stream)}", status=status)
+        writer = None
         try:
-            if stdin is not None:
-                stream.send_all(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
-            stream.close_write()
+            data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+            if data is None:
+                stream.close_write()
+            elif isinstance(getattr(stream, "sock", None), ssl.SSLSocket):
+                _feed(stream, data)  # an SSL socket must not be written and read from two threads at once
+            else:
+                # Input is written from a thread while the output is read here: a command that echoes its input
+                # (`cat`) would otherwise fill the buffers of both directions and wait forever.
+                writer = threading.Thread(target=_feed, args=(stream, data), daemon=True)
+                writer.start()
             return _demultiplex(stream, leftover)
         except (OSError, EOFError) as error:
             raise TransportError(f"exec stream broke: {error}", sent=True)
         finally:
             stream.close()
+            if writer is not None:
+                writer.join(5)
 
     def close(self):
         self.http.close()
@@ -60,12 +81,25 @@ class DockerEngine:
             self.ssh.close()
 
 
+def _feed(stream, data):
+    try:
+        stream.send_all(data)
+        stream.close_write()
+    except OSError:
+        # The command ended without reading all its input (`true`, `head -1`): its output was read all the
+        # same, and its exit code says whether it finished (DockerProvider.exec checks).
+        pass
+
+
 def _demultiplex(stream, data):
     """Docker's attach stream: frames of [type, 0, 0, 0, size(4, big endian)] + payload."""
     out, err = [], []
     while True:
         while len(data) < 8 or len(data) < 8 + struct.unpack(">I", data[4:8])[0]:
-            chunk = stream.recv(65536)
+            try:
+                chunk = stream.recv(65536)
+            except ConnectionResetError:
+                chunk = b""  # the daemon closed the stream with input left unread: the end of the output
             if not chunk:
                 return b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
             data += chunk
@@ -110,7 +144,7 @@ def _port_bindings(ports):
 def _published(port_bindings):
     ports = []
     for key, bindings in (port_bindings or {}).items():
-        guest_port, _, protocol = key.partition("/")
+        guest_port, _slash, protocol = key.partition("/")
         for binding in bindings or [{}]:
             host_port = binding.get("HostPort")
             ports.append(PublishedPort(guest_port=int(guest_port), host_port=int(host_port) if host_port else None,
@@ -183,13 +217,25 @@ class DockerProvider(Provider):
         return self._instance(data)
 
     def list_instances(self):
+        """Every container: one listing, then every inspect pipelined (one round trip per PIPELINE_BATCH).
+
+        The listing lacks cpu and memory, so each container is inspected too; the inspects go back to back
+        over the same connection instead of one round trip each.
+        """
         summaries = self._call("GET", "/containers/json", query={"all": "1"})
+        paths = [f"/containers/{summary['Id']}/json" for summary in summaries]
+        responses = self.router.run(False, lambda engine: engine.get_many(paths)) if paths else []
         instances = []
-        for summary in summaries:
-            data = self._inspect(summary["Id"])
-            if data is not None:
-                self._inspected[data["Name"].lstrip("/")] = data
-                instances.append(self._instance(data))
+        for response in responses:
+            if response.status == 404:
+                continue  # removed since the listing
+            if response.status != 200:
+                raise BackendError(f"docker GET /containers/{{id}}/json failed ({response.status}): "
+                                   f"{_message(response)}", status=response.status,
+                                   backend_message=_message(response))
+            data = response.json()
+            self._inspected[data["Name"].lstrip("/")] = data
+            instances.append(self._instance(data))
         return sorted(instances, key=lambda instance: instance.name)
 
     def _instance(self, data):
@@ -208,16 +254,18 @@ class DockerProvider(Provider):
             created=data.get("Created"))
 
     def list_images(self):
+        """Every image, inspected (architecture, digests) in one pipelined batch, with the containers using it."""
+        summaries = self._call("GET", "/images/json")
+        paths = [f"/images/{summary['Id']}/json" for summary in summaries]
+        responses = self.router.run(False, lambda engine: engine.get_many(paths)) if paths else []
+        users = self._image_users()
         images = []
-        containers = self._call("GET", "/containers/json", query={"all": "1"})
-        for summary in self._call("GET", "/images/json"):
-            tags = [tag for tag in summary.get("RepoTags") or [] if tag != "<none>:<none>"]
-            used_by = sorted(c["Names"][0].lstrip("/") for c in containers if c.get("ImageID") == summary["Id"])
-            images.append(Image(
-                name=tags[0] if tags else summary["Id"], id=summary["Id"], node=self.node.name,
-                backend=self.backend, aliases=tags, size=summary.get("Size"),
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(summary.get("Created", 0))),
-                type="container", checksum=(summary.get("RepoDigests") or [None])[0], used_by=used_by))
+        for response in responses:
+            if response.status != 200:
+                continue  # removed since the listing
+            data = response.json()
+            tags = sorted(tag for tag in data.get("RepoTags") or [] if tag != "<none>:<none>")
+            images.append(self._image_of(data, tags[0] if tags else data["Id"], users))
         return sorted(images, key=lambda image: image.name)
 
     # -- plan --------------------------------------------------------------------------------------------
@@ -361,6 +409,185 @@ class DockerProvider(Provider):
         timeout = timeout or 120
         exec_id = self._call("POST", f"/containers/{instance.id}/exec", body=body)["Id"]
         stdout, stderr = self.router.run(True, lambda engine: engine.exec_start(exec_id, stdin, timeout))
-        rc = self._call("GET", f"/exec/{exec_id}/json").get("ExitCode")
+        state = self._call("GET", f"/exec/{exec_id}/json")
+        if state.get("Running"):
+            raise TransportError(f"exec in {instance.name}: the stream ended while the command still runs", sent=True)
+        rc = state.get("ExitCode")
         return ExecResult(rc=rc if rc is not None else -1, stdout=stdout, stderr=stderr)
 
+    # -- the node ----------------------------------------------------------------------------------------
+    def node_facts(self):
+        """Version, host name, container counts, cores and memory from the Engine API; the data root for `df`."""
+        version = self._call("GET", "/version")
+        info = self.info()
+        summaries = self._call("GET", "/containers/json", query={"all": "1"})
+        resources = NodeResources(storage_pool=info.get("Driver"), disk_path=info.get("DockerRootDir"))
+        if info.get("NCPU"):
+            resources.cpu_cores, resources.sources["cpu_cores"] = int(info["NCPU"]), "api"
+        if info.get("MemTotal"):
+            resources.memory_total, resources.sources["memory_total"] = int(info["MemTotal"]) // MIB, "api"
+        return NodeFacts(
+            version=version.get("Version"), hostname=info.get("Name"), instance_types=list(self.instance_types),
+            instances=count_statuses(STATUS.get(summary.get("State"), "unknown") for summary in summaries),
+            resources=resources)
+
+    # -- images (virt_image; the flow is in module_utils/images.py) ----------------------------------------
+    image_sources = ("pull", "url", "upload", "file")
+
+    def find_image(self, name):
+        """The image known by exactly this normalised reference (`repo:tag`, `repo@digest`) or image ID."""
+        try:
+            data = self._call("GET", f"/images/{name}/json")
+        except NotFound:
+            return None
+        # Docker also resolves ID prefixes and untagged names: only an exact name counts.
+        if name != data.get("Id") and name not in (data.get("RepoTags") or []) + (data.get("RepoDigests") or []):
+            return None
+        return self._image_of(data, name, self._image_users())
+
+    def _image_users(self):
+        users = {}
+        for summary in self._call("GET", "/containers/json", query={"all": "1"}):
+            users.setdefault(summary.get("ImageID"), []).append(summary["Names"][0].lstrip("/"))
+        return users
+
+    def _image_of(self, data, name, users):
+        tags = sorted(tag for tag in data.get("RepoTags") or [] if tag != "<none>:<none>")
+        digests = sorted(data.get("RepoDigests") or [])
+        return Image(name=name, id=data["Id"], node=self.node.name, backend=self.backend, aliases=tags,
+                     size=data.get("Size"), created=data.get("Created"), architecture=data.get("Architecture"),
+                     type="container", checksum=digests[0].rsplit("@", 1)[1] if digests else None,
+                     used_by=sorted(users.get(data["Id"], [])), digests=digests)
+
+    def image_source(self, request, run):
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
+            docker_tar_image_id, file_digest, human_size, image_id_from_manifest, mismatch)
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource
+
+        if request.source == "pull":
+            return self._pull_source(request)
+        predicted = Image(name=request.name, id="", node=self.node.name, backend=self.backend, type="container",
+                          aliases=[request.name])
+        if request.source == "upload":
+            if request.checksum:
+                actual = run.step(f"verify {request.checksum.algorithm} of {request.path}",
+                                  lambda: file_digest(request.path, request.checksum.algorithm))
+                if actual != request.checksum:
+                    raise mismatch(request.path, request.checksum, actual)
+            image_id, tags = docker_tar_image_id(request.path)
+            predicted.id, predicted.aliases = image_id, sorted(tags)  # a load applies the tar's own tags
+            return ImageSource(action=f"load {request.path}", identity=image_id, existing=self.find_image(image_id),
+                               fetch=lambda run: self._load_stream(request.path, image_id, run), predicted=predicted)
+        engine = self.router.ssh(f"source {request.source} (a tar on the node, loaded with `docker load -i`)")
+        staging = run.staging(engine.ssh, request.timeout)
+        path, actual = request.path, None
+        if request.source == "url":
+            algorithm = request.checksum.algorithm if request.checksum else None
+            path, _size, actual = run.step(
+                f"download {request.url}", lambda: staging.download(request.url, "image.tar", algorithm),
+                describe=lambda got: f"download {request.url} ({human_size(got[1])})")
+        if request.checksum:
+            if actual is None:
+                actual = run.step(f"verify {request.checksum.algorithm} of {path}",
+                                  lambda: staging.digest([path], request.checksum.algorithm))
+            if actual != request.checksum:
+                staging.remove()  # nothing downloaded stays on the node
+                raise mismatch(request.url or path, request.checksum, actual)
+        result = engine.ssh.run(["tar", "-xOf", path, "manifest.json"], timeout=request.timeout)
+        if result.rc != 0:
+            raise InvalidSpec(f"{'url' if request.url else 'path'}: {request.url or path} is not a `docker save` tar "
+                              f"(tar: {result.stderr.strip()[:200]})")
+        image_id, tags = image_id_from_manifest(result.stdout, request.url or path)
+        predicted.id, predicted.aliases = image_id, sorted(tags)
+        return ImageSource(action=f"load {request.url or path}", identity=image_id,
+                           existing=self.find_image(image_id), fetch=lambda run: self._load_on_node(path, image_id, run),
+                           predicted=predicted)
+
+    def _pull_source(self, request):
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import mismatch
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource, split_reference
+
+        name = request.name
+        repository, _tag, digest = split_reference(name)
+        if digest is None:
+            try:
+                digest = self._call("GET", f"/distribution/{name}/json")["Descriptor"]["digest"]
+            except (NotFound, BackendError) as error:
+                raise BackendError(f"reading the manifest digest of {name} from its registry failed: {error}. "
+                                   "virt_image compares it with the local image before pulling; check the name, "
+                                   "the registry and the node's access to it")
+        if request.checksum and str(request.checksum) != digest:
+            raise mismatch(f"the registry's manifest of {name} (nothing was pulled)", request.checksum, digest)
+        current = self.find_image(name)
+        existing = current if current and f"{repository}@{digest}" in current.digests else None
+        predicted = Image(name=name, id=current.id if existing else "", node=self.node.name, backend=self.backend,
+                          type="container", aliases=[name] if "@" not in name else [], checksum=digest,
+                          digests=[f"{repository}@{digest}"])
+        return ImageSource(action=f"pull {name}", identity=digest, existing=existing,
+                           fetch=lambda run: self._pull(name, run), predicted=predicted)
+
+    def _pull(self, name, run):
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import split_reference
+
+        repository, tag, digest = split_reference(name)
+        query = {"fromImage": f"{repository}@{digest}"} if digest else {"fromImage": repository, "tag": tag}
+        self._image_stream("POST", "/images/create", query, run, f"pull {name}")
+        return name
+
+    def _load_stream(self, path, image_id, run):
+        self._image_stream("POST", "/images/load", {"quiet": "0"}, run, f"load {path}", parts=[path],
+                           headers={"Content-Type": "application/x-tar"})
+        return image_id
+
+    def _load_on_node(self, path, image_id, run):
+        ssh = self.router.ssh("loading a tar on the node").ssh
+        result = ssh.run(["docker", "load", "-i", path], timeout=self.timeout)
+        if result.rc != 0:
+            raise BackendError(f"docker load -i {path} failed (rc {result.rc}): {result.stderr.strip()[:500]}")
+        for line in result.stdout.splitlines():
+            if line.strip():
+                run.progress(f"load: {line.strip()}")
+        return image_id
+
+    def _image_stream(self, method, path, query, run, what, parts=(), headers=None):
+        """A request whose answer is a stream of JSON progress lines; an `error` line is a failure."""
+        from urllib.parse import quote
+
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
+            iter_body, json_lines, read_head, send_streamed, target_of)
+
+        def send(engine):
+            http = engine.http
+            target = target_of(http, quote(path, safe="/:@"), query)
+            send_streamed(http, method, target, headers, parts, timeout=self.timeout)
+            status, response_headers = read_head(http, method, target)
+            chunks = iter_body(http, response_headers, method, target)
+            if status >= 400:
+                response = HttpResponse(status, response_headers, b"".join(chunks))
+                raise (NotFound if status == 404 else BackendError)(f"docker {what} failed ({status}): "
+                                                                    f"{_message(response)}")
+            seen = set()
+            for line in json_lines(chunks):
+                if line.get("error") or line.get("errorDetail"):
+                    message = line.get("error") or (line.get("errorDetail") or {}).get("message")
+                    raise BackendError(f"docker {what} failed: {message}", backend_message=message)
+                text = " ".join(str(line[key]).strip() for key in ("status", "id", "stream") if line.get(key))
+                # Byte counters ("Downloading", "Extracting") would be hundreds of lines: keep the steps.
+                if text and text not in seen and not line.get("progressDetail", {}).get("current"):
+                    seen.add(text)
+                    run.progress(f"{what}: {text}")
+
+        return self.router.run(True, send)
+
+    def add_image_alias(self, image, alias):
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import split_reference
+
+        repository, tag, _digest = split_reference(alias)
+        self._call("POST", f"/images/{image.id}/tag", query={"repo": repository, "tag": tag or "latest"})
+
+    def delete_image(self, image, force=False):
+        try:
+            self._call("DELETE", f"/images/{image.name}", query={"force": "1"} if force else None,
+                       timeout=self.timeout)
+        except NotFound:
+            pass

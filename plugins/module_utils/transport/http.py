@@ -177,6 +177,27 @@ class HttpClient:
             self.close()
         return HttpResponse(status, response_headers, data)
 
+    def get_many(self, paths, timeout=None, batch=64):
+        """GET every path over one connection, `batch` requests sent back to back before their answers are read
+        (HTTP/1.1 pipelining, for servers that answer in order). Small batches always fit the socket buffers, so
+        sending never waits on the server. Returns the responses in the order of `paths`."""
+        timeout = timeout or self.timeout
+        responses = []
+        for start in range(0, len(paths), batch):
+            part = paths[start:start + batch]
+            for path in part:
+                self._send("GET", path, None, None, None, timeout)
+            position = 0
+            try:
+                for position, path in enumerate(part):
+                    status, headers = self._read_head()
+                    responses.append(HttpResponse(status, headers, self._read_body(headers, "GET", status)))
+            except (OSError, socket.timeout, EOFError, ValueError) as error:
+                self.close()
+                raise TransportError(f"GET {part[position]} (pipelined): no answer: {error or type(error).__name__}",
+                                     sent=True)
+        return responses
+
     def upgrade(self, method, path, body=None, timeout=None):
         """Send a request that switches the connection to a raw stream (Docker's attach/exec start).
 
@@ -206,7 +227,7 @@ class HttpClient:
     def _read_until(self, marker):
         while marker not in self.buffer:
             self._fill()
-        data, _, self.buffer = self.buffer.partition(marker)
+        data, separator, self.buffer = self.buffer.partition(marker)
         return data
 
     def _read_exact(self, size):
@@ -220,7 +241,7 @@ class HttpClient:
         status = int(lines[0].split(" ", 2)[1])
         headers = {}
         for line in lines[1:]:
-            key, _, value = line.partition(":")
+            key, separator, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         return status, headers
 

@@ -107,15 +107,23 @@ class SshTransport:
         deadline = time.monotonic() + timeout
         stdout, stderr = [], []
         try:
-            if stdin is not None:
-                channel.sendall(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
-            channel.shutdown_write()
+            if stdin is None:
+                channel.shutdown_write()
+            else:
+                try:
+                    channel.sendall(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
+                    channel.shutdown_write()
+                except OSError:
+                    # The command ended without reading all its input (`true`, `head -1`): its output and exit
+                    # status are still there to read. A connection that really broke times out below.
+                    pass
             while True:
                 if channel.recv_ready():
                     stdout.append(channel.recv(65536))
                 elif channel.recv_stderr_ready():
                     stderr.append(channel.recv_stderr(65536))
-                elif channel.exit_status_ready():
+                elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                    # The exit status can arrive before the last output; the channel's EOF comes after it.
                     break
                 else:
                     if time.monotonic() > deadline:

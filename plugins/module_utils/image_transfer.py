@@ -1,0 +1,394 @@
+# -*- coding: utf-8 -*-
+# Copyright: oneclickvirt.virt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Moving image files: checksums, streamed HTTP bodies, files onto the node, downloads on the node.
+
+What every backend's image methods share, so that each is written once:
+
+- `Checksum`: `sha256:<hex>` / `sha512:<hex>`, computed on the controller (`file_digest`) or on the node
+  (`NodeStaging.digest`).
+- `send_streamed` / `read_head` / `iter_body` / `read_body`: one HTTP request whose body (a tar of any size)
+  is streamed from files, and whose answer can be read as it arrives (Docker's JSON progress lines), over
+  the very HttpClient the backend already speaks through (unix socket, TLS, or an SSH channel).
+- `NodeStaging`: a private directory on the node (`/var/tmp/ocv-image.XXXXXXXX`, disk-backed where /tmp may
+  be a small tmpfs), removed at the end of the run whatever happened. Files reach it streamed over an SSH
+  exec channel (`cat > file`), which works on every OpenSSH server, also where SFTP is disabled or a
+  ForceCommand wrapper takes every session. URLs are fetched into it by the node itself (curl, else wget,
+  else python3), the URL on standard input so that it never appears in a process argv on the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import tarfile
+import time
+from urllib.parse import urlencode
+
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
+    BackendError, InvalidSpec, OperationTimeout, TransportError, VirtError)
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import HttpResponse
+
+CHUNK = 1 << 16
+ALGORITHMS = {"sha256": 64, "sha512": 128}
+_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
+STAGING_PREFIX = "/var/tmp/ocv-image."
+
+
+class Checksum:
+    """An expected or computed digest: algorithm and lowercase hex."""
+
+    def __init__(self, algorithm, hexdigest):
+        self.algorithm = algorithm
+        self.hex = hexdigest.lower()
+
+    @classmethod
+    def parse(cls, text, option="checksum"):
+        if text is None:
+            return None
+        match = _CHECKSUM.match(str(text).strip())
+        if not match or len(match.group(2)) != ALGORITHMS[match.group(1)]:
+            raise InvalidSpec(f"{option}: {text!r} is not a checksum; use 'sha256:' followed by 64 hex digits or "
+                              "'sha512:' followed by 128 hex digits")
+        return cls(match.group(1), match.group(2))
+
+    def __str__(self):
+        return f"{self.algorithm}:{self.hex}"
+
+    def __eq__(self, other):
+        return isinstance(other, Checksum) and (self.algorithm, self.hex) == (other.algorithm, other.hex)
+
+    def __hash__(self):
+        return hash(str(self))
+
+
+def file_digest(path, algorithm="sha256", extra_paths=()):
+    """The digest of a controller file (or of several, concatenated: LXD's fingerprint of a split image)."""
+    digest = hashlib.new(algorithm)
+    for each in (path, *extra_paths):
+        with open(each, "rb") as handle:
+            while True:
+                chunk = handle.read(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+    return Checksum(algorithm, digest.hexdigest())
+
+
+def mismatch(what, expected, actual):
+    return VirtError(f"checksum mismatch for {what}: expected {expected}, got {actual}")
+
+
+def human_size(size):
+    if size is None:
+        return "unknown size"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024.0
+    return f"{size} B"
+
+
+# -- docker save tars -----------------------------------------------------------------------------------------
+def image_id_from_manifest(text, where):
+    """The image ID (sha256:<config digest>) from a `docker save` manifest.json; one image per tar."""
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise InvalidSpec(f"{where}: manifest.json is not JSON; give a tar written by `docker save`")
+    if not isinstance(manifest, list) or len(manifest) != 1 or not manifest[0].get("Config"):
+        count = len(manifest) if isinstance(manifest, list) else 0
+        raise InvalidSpec(f"{where}: the tar holds {count} images; give a tar of exactly one image "
+                          "(`docker save NAME:TAG -o file.tar`)")
+    config = manifest[0]["Config"]
+    # Docker < 25: "<hex>.json"; OCI layout (Docker 25+): "blobs/sha256/<hex>".
+    hexdigest = config.rsplit("/", 1)[-1]
+    hexdigest = hexdigest[:-len(".json")] if hexdigest.endswith(".json") else hexdigest
+    if not re.match(r"^[0-9a-f]{64}$", hexdigest):
+        raise InvalidSpec(f"{where}: manifest.json names the config {config!r}, not a sha256 digest")
+    return f"sha256:{hexdigest}", list(manifest[0].get("RepoTags") or [])
+
+
+def docker_tar_image_id(path):
+    """(image ID, RepoTags) of a `docker save` tar on the controller (plain or compressed)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            member = tar.extractfile("manifest.json")
+            text = member.read().decode("utf-8") if member else ""
+    except (tarfile.TarError, KeyError, OSError) as error:
+        raise InvalidSpec(f"path: {path} is not a `docker save` tar with a manifest.json ({error})")
+    return image_id_from_manifest(text, f"path {path}")
+
+
+# -- streamed HTTP over the backend's own HttpClient --------------------------------------------------------------
+def target_of(http, encoded_path, query=None):
+    target = http.base_path + encoded_path
+    if query:
+        target += "?" + urlencode(query, doseq=True)
+    return target
+
+
+def send_streamed(http, method, target, headers=None, parts=(), timeout=None):
+    """Send one request whose body is `parts`: bytes, or paths of controller files streamed in chunks.
+
+    `target` is already encoded (see `target_of`). Content-Length is the sum of the parts. A failure while
+    sending is TransportError(sent=True): the server may have seen part of it.
+    """
+    length = sum(len(part) if isinstance(part, bytes) else os.path.getsize(part) for part in parts)
+    all_headers = {"Host": http.host_header, "User-Agent": "oneclickvirt.virt", **http.headers, **(headers or {}),
+                   "Content-Length": str(length)}
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in all_headers.items())
+    stream = http._connect()
+    stream.settimeout(timeout or http.timeout)
+    try:
+        stream.send_all(head.encode("latin-1") + b"\r\n")
+        for part in parts:
+            if isinstance(part, bytes):
+                stream.send_all(part)
+                continue
+            with open(part, "rb") as handle:
+                while True:
+                    chunk = handle.read(CHUNK)
+                    if not chunk:
+                        break
+                    stream.send_all(chunk)
+    except (OSError, socket.timeout, EOFError) as error:
+        http.close()
+        raise TransportError(f"{method} {target.split('?', 1)[0]}: sending failed: {error}", sent=True)
+    http.requests_sent += 1
+
+
+def read_head(http, method, target):
+    try:
+        return http._read_head()
+    except (OSError, socket.timeout, EOFError, ValueError) as error:
+        http.close()
+        raise TransportError(f"{method} {target.split('?', 1)[0]}: no answer: {error or type(error).__name__}",
+                             sent=True)
+
+
+def iter_body(http, headers, method, target):
+    """The answer's body, chunk by chunk as it arrives (chunked, sized, or until the server closes)."""
+    try:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(http._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    http._read_until(b"\r\n")
+                    break
+                yield http._read_exact(size)
+                http._read_exact(2)
+        elif "content-length" in headers:
+            remaining = int(headers["content-length"])
+            while remaining:
+                if not http.buffer:
+                    http._fill()
+                chunk, http.buffer = http.buffer[:remaining], http.buffer[remaining:]
+                remaining -= len(chunk)
+                yield chunk
+        else:
+            while True:
+                if http.buffer:
+                    chunk, http.buffer = http.buffer, b""
+                    yield chunk
+                try:
+                    http._fill()
+                except EOFError:
+                    if http.buffer:
+                        chunk, http.buffer = http.buffer, b""
+                        yield chunk
+                    http.close()
+                    return
+    except (OSError, socket.timeout, EOFError, ValueError) as error:
+        http.close()
+        raise TransportError(f"{method} {target.split('?', 1)[0]}: the answer broke off: "
+                             f"{error or type(error).__name__}", sent=True)
+    if headers.get("connection", "").lower() == "close":
+        http.close()
+
+
+def read_response(http, method, target):
+    status, headers = read_head(http, method, target)
+    body = b"" if method == "HEAD" or status in (204, 304) else b"".join(iter_body(http, headers, method, target))
+    return HttpResponse(status, headers, body)
+
+
+def json_lines(chunks):
+    """JSON documents, one per line, from a stream of chunks (Docker's progress streams)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                try:
+                    yield json.loads(line.decode("utf-8", "replace"))
+                except ValueError:
+                    yield {"stream": line.decode("utf-8", "replace")}
+    if pending.strip():
+        try:
+            yield json.loads(pending.decode("utf-8", "replace"))
+        except ValueError:
+            yield {"stream": pending.decode("utf-8", "replace")}
+
+
+def multipart(fields, file_field, file_name, file_path, boundary=None):
+    """(content type, parts) of a multipart/form-data body with one streamed file part, the file last."""
+    boundary = boundary or "ocv" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
+    head = b""
+    for name, value in fields:
+        head += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode("utf-8")
+    head += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{file_name}\"\r\n"
+             "Content-Type: application/octet-stream\r\n\r\n").encode("utf-8")
+    tail = f"\r\n--{boundary}--\r\n".encode("utf-8")
+    return f"multipart/form-data; boundary={boundary}", [head, file_path, tail]
+
+
+# -- files on the node --------------------------------------------------------------------------------------------
+_DOWNLOAD = r"""set -u
+dest=$1
+algorithm=$2
+IFS= read -r url
+if command -v curl >/dev/null 2>&1; then
+  printf 'url = "%s"\n' "$url" | curl -fsSL --proto =http,https --proto-redir =http,https -K - -o "$dest" || exit $?
+elif command -v wget >/dev/null 2>&1; then
+  printf '%s\n' "$url" | wget -q -O "$dest" -i - || exit $?
+elif command -v python3 >/dev/null 2>&1; then
+  printf '%s\n' "$url" | python3 -c 'import shutil, sys, urllib.request
+with urllib.request.build_opener().open(sys.stdin.readline().strip(), timeout=60) as answer, open(sys.argv[1], "wb") as out:
+    shutil.copyfileobj(answer, out)' "$dest" || exit $?
+else
+  echo "the node has neither curl nor wget nor python3 to download with" >&2
+  exit 127
+fi
+size=$(stat -c %s -- "$dest") || exit $?
+if [ -n "$algorithm" ]; then
+  sum=$("${algorithm}sum" -- "$dest") || exit $?
+  echo "$size ${sum%% *}"
+else
+  echo "$size"
+fi
+"""
+
+
+class NodeStaging:
+    """A private temporary directory on the node for one run's image files; `remove()` always runs after."""
+
+    def __init__(self, ssh, timeout):
+        self.ssh = ssh
+        self.timeout = timeout
+        self.path = None
+
+    def _run(self, argv, stdin=None, what=None):
+        result = self.ssh.run(argv, stdin=stdin, timeout=self.timeout)
+        if result.rc != 0:
+            raise BackendError(f"{what or argv[0]} on the node failed (rc {result.rc}): "
+                               f"{(result.stderr or result.stdout).strip()[:500]}")
+        return result
+
+    def create(self):
+        if self.path is None:
+            result = self._run(["mktemp", "-d", STAGING_PREFIX + "XXXXXXXX"], what="creating a temporary directory")
+            self.path = result.stdout.strip()
+            if not self.path.startswith(STAGING_PREFIX):
+                raise BackendError(f"mktemp on the node answered {self.path!r}, not a directory under /var/tmp")
+        return self.path
+
+    def file(self, name):
+        return f"{self.create()}/{name}"
+
+    def put(self, local_path, name):
+        """Stream a controller file into the staging directory; returns its path on the node."""
+        remote = self.file(name)
+        ssh_put(self.ssh, local_path, remote, self.timeout)
+        return remote
+
+    def link(self, node_path, name):
+        """A fixed name in the staging directory for a file already on the node (no copy)."""
+        remote = self.file(name)
+        result = self.ssh.run(["test", "-f", node_path], timeout=self.timeout)
+        if result.rc != 0:
+            raise InvalidSpec(f"path: {node_path} is not a file on the node")
+        self._run(["ln", "-s", "--", node_path, remote], what="linking the image file")
+        return remote
+
+    def download(self, url, name, algorithm=None):
+        """Have the node fetch `url` into the staging directory, in one command with its size and (given an
+        algorithm) its digest. Returns (path on the node, size in bytes, Checksum or None)."""
+        if algorithm is not None and algorithm not in ALGORITHMS:
+            raise InvalidSpec(f"checksum: {algorithm} is not supported; use sha256 or sha512")
+        remote = self.file(name)
+        try:
+            result = self.ssh.run(["sh", "-c", _DOWNLOAD, "sh", remote, algorithm or ""], stdin=url + "\n",
+                                  timeout=self.timeout)
+        except TransportError as error:
+            if "no exit within" in str(error):
+                raise OperationTimeout(f"downloading {url} on the node took longer than {self.timeout}s; raise "
+                                       "`timeout`")
+            raise
+        words = result.stdout.split()
+        if result.rc != 0 or not words or not words[0].isdigit():
+            self.ssh.run(["rm", "-f", "--", remote], timeout=self.timeout)
+            raise BackendError(f"downloading {url} on the node failed (rc {result.rc}): "
+                               f"{(result.stderr or result.stdout).strip()[:500]}")
+        digest = Checksum(algorithm, words[1]) if algorithm and len(words) > 1 else None
+        return remote, int(words[0]), digest
+
+    def size(self, remote):
+        result = self._run(["stat", "-L", "-c", "%s", "--", remote], what="stat")
+        return int(result.stdout.strip() or 0)
+
+    def digest(self, paths, algorithm="sha256"):
+        """The digest of node files (concatenated when several: LXD's fingerprint of a split image)."""
+        if algorithm not in ALGORITHMS:
+            raise InvalidSpec(f"checksum: {algorithm} is not supported; use sha256 or sha512")
+        result = self._run(["sh", "-c", f'cat -- "$@" | {algorithm}sum', "sh", *paths], what=f"{algorithm}sum")
+        hexdigest = result.stdout.split()[0] if result.stdout.split() else ""
+        if len(hexdigest) != ALGORITHMS[algorithm]:
+            raise BackendError(f"{algorithm}sum on the node answered {result.stdout.strip()[:200]!r}")
+        return Checksum(algorithm, hexdigest)
+
+    def remove(self):
+        if self.path is not None:
+            try:
+                self.ssh.run(["rm", "-rf", "--", self.path], timeout=self.timeout)
+            except TransportError:
+                pass
+            self.path = None
+
+
+def ssh_put(ssh, local_path, remote, timeout):
+    """Stream a controller file to `remote` on the node over an exec channel (`cat > file`, umask 077)."""
+    channel = ssh.open_channel(["sh", "-c", 'umask 077 && cat > "$1"', "sh", remote], timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        with open(local_path, "rb") as handle:
+            while True:
+                chunk = handle.read(CHUNK)
+                if not chunk:
+                    break
+                channel.sendall(chunk)
+        channel.shutdown_write()
+        while not channel.exit_status_ready():
+            if time.monotonic() > deadline:
+                raise socket.timeout(f"no exit within {timeout}s")
+            channel.status_event.wait(0.05)
+        stderr = b""
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(65536)
+        rc = channel.recv_exit_status()
+    except (OSError, socket.timeout, EOFError) as error:
+        ssh.close()
+        raise TransportError(f"copying {local_path} to the node broke off: {error}", sent=True)
+    finally:
+        channel.close()
+    if rc != 0:
+        raise BackendError(f"writing {remote} on the node failed (rc {rc}): {stderr.decode('utf-8', 'replace')}")
+
+
+def node_digest(ssh, paths, algorithm, timeout):
+    """Digest of files on the node without a staging directory (a read)."""
+    return NodeStaging(ssh, timeout).digest(paths, algorithm)
