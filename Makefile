@@ -60,6 +60,7 @@ demo: venv lab $(COLLECTIONS)/ansible_collections/oneclickvirt/virt
 	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(VENV)/bin/ansible-playbook -i localhost, -c local playbooks/demo.yml
 
 bench: venv lab
+	@test -f benchmarks/run.py || { echo "make bench: the benchmarks (issue 13) are not built yet" >&2; exit 2; }
 	$(PY) benchmarks/run.py
 
 clean:

@@ -176,8 +176,8 @@ class LxdClient:
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(1, int(math.ceil(deadline - time.monotonic())))
-            status, etag, document = self._send("GET", f"{operation}/wait?timeout={min(remaining, self.wait_slice)}",
-                                             None, None)
+            wait_path = f"{operation}/wait?timeout={min(remaining, self.wait_slice)}"
+            status, etag, document = self._send("GET", wait_path, None, None)
             if status == 404 or (document or {}).get("error_code") == 404:
                 return None  # already finished and forgotten: the caller reads the object itself
             if (document or {}).get("type") == "error" and "deadline exceeded" in (document.get("error") or ""):
