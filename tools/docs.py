@@ -30,6 +30,8 @@ CONF_OVERRIDES = '''
 intersphinx_mapping = {}
 nitpick_ignore_regex = [
     ('std:ref', r'ansible_configuration_settings'),
+    ('std:ref', r'common_return_values'),
+    ('std:envvar', r'ANSIBLE_.*'),
     ('std:ref', r'ansible_collections\\.(?!oneclickvirt\\.virt\\.).*'),
 ]
 '''

@@ -61,7 +61,7 @@ options:
     description: Adds the C(disk) check, which fails when the pool's free space is below this percentage of its size.
     type: float
 notes:
-  - The collection's own role M(oneclickvirt.virt.health) runs this module for many nodes in parallel and writes
+  - The collection's own role C(oneclickvirt.virt.health) runs this module for many nodes in parallel and writes
     a report.
 seealso:
   - module: oneclickvirt.virt.virt_instance_info

@@ -673,7 +673,8 @@ def test_proxmox_iso_in_use_is_kept_unless_force(nodes, pve_volumes, tmp_path):
 def test_proxmox_image_info(nodes):
     over_api = run_module("virt_image_info", {"node": pve_node(nodes, "api_only")})
     over_ssh = run_module("virt_image_info", {"node": pve_node(nodes, "ssh_only")})
-    assert over_api["transport"] == "api" and over_ssh["transport"] == "ssh"
+    assert over_api["transport"] == "api" and over_ssh["transport"] == "ssh", (over_api.get("msg"), over_ssh.get("msg"))
+    assert "images" in over_api and "images" in over_ssh, (over_api.get("msg"), over_ssh.get("msg"))
     assert over_api["images"] == over_ssh["images"]
     names = {entry["name"]: entry for entry in over_api["images"]}
     template = names["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"]

@@ -219,7 +219,13 @@ class ProxmoxImageMethods:
             return
         node = segment(self._pve_node())
         for guest in self._pve("GET", f"/nodes/{node}/qemu") or []:
-            config = self._pve("GET", f"/nodes/{node}/qemu/{guest['vmid']}/config") or {}
+            try:
+                config = self._pve("GET", f"/nodes/{node}/qemu/{guest['vmid']}/config") or {}
+            except (NotFound, BackendError) as error:
+                # A guest deleted between the listing and this read (PVE answers 500 "... does not exist").
+                if isinstance(error, NotFound) or "does not exist" in str(error):
+                    continue
+                raise
             label = guest.get("name") or str(guest["vmid"])
             for value in config.values():
                 for part in str(value).split(","):
