@@ -8,6 +8,7 @@ answers is left alone, what does not is started. For development without the res
 
 Standard library only: it runs before any venv exists.
 """
+import hashlib
 import json
 import os
 import sys
@@ -72,10 +73,24 @@ def start_pveproxy(socket_path):
     connection.getresponse().read()
 
 
+def code_digest():
+    """The simulator's own code: a running simulator older than its code is restarted (its state is kept)."""
+    digest = hashlib.sha256()
+    for path in sorted((LAB_CODE / "pvesim").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def ensure_api(kit, state_dir):
     socket_path = state_dir / "control.sock"
+    stamp = state_dir / "code.sha256"
+    current = code_digest()
     if kit.tcp_open(HOST, HTTPS_PORT):
-        return
+        if stamp.exists() and stamp.read_text().strip() == current:
+            return
+        kit.log("pvesim: its code changed since it started; restarting it")
+        kit.stop_daemon("pvesim")
+        kit.wait_for(lambda: not kit.tcp_open(HOST, HTTPS_PORT), "pvesim to stop", 30)
     if control_alive(socket_path):
         kit.log("pvesim: pveproxy was stopped; starting it")
         start_pveproxy(socket_path)
@@ -85,6 +100,7 @@ def ensure_api(kit, state_dir):
         request_log = state_dir / "requests.log"
         if request_log.exists() and request_log.stat().st_size > REQUEST_LOG_LIMIT:
             request_log.replace(state_dir / "requests.log.1")
+        stamp.write_text(current + "\n")
         env = dict(os.environ, PYTHONPATH=str(LAB_CODE), PYTHONDONTWRITEBYTECODE="1")
         kit.start_daemon("pvesim", ["/usr/bin/python3", "-m", "pvesim", "--state-dir", str(state_dir),
                                     "--listen", f"{HOST}:{HTTPS_PORT}", "--socket", str(socket_path)], env=env)

@@ -538,7 +538,7 @@ def cmd_hostname(guest, args, stdin):
 
 
 def cmd_whoami(guest, args, stdin):
-    return 0, "root\n", ""
+    return 0, guest.env.get("USER", "root") + "\n", ""
 
 
 def cmd_id(guest, args, stdin):
@@ -581,6 +581,12 @@ def cmd_sleep(guest, args, stdin):
 
 
 def cmd_env(guest, args, stdin):
+    directory = None
+    if args[:1] == ["-C"] or (args and args[0].startswith("--chdir=")):
+        directory, args = (args[1], args[2:]) if args[0] == "-C" and len(args) > 1 else (args[0][8:], args[1:])
+        entry = guest.fs.get(guest.path(directory))
+        if entry is None or entry["kind"] != "dir":
+            return 125, "", f"env: cannot change directory to '{directory}': No such file or directory\n"
     assignments = {}
     while args and "=" in args[0] and not args[0].startswith("-"):
         name, value = args[0].split("=", 1)
@@ -589,10 +595,31 @@ def cmd_env(guest, args, stdin):
     if not args:
         env = {**guest.env, **assignments}
         return 0, "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if k != "?"), ""
-    saved = dict(guest.env)
+    saved, saved_cwd = dict(guest.env), guest.cwd
     guest.env.update(assignments)
+    if directory is not None:
+        guest.cwd = guest.path(directory)
     try:
         return guest.run_argv(args, stdin)
+    finally:
+        guest.env, guest.cwd = saved, saved_cwd
+
+
+def cmd_runuser(guest, args, stdin):
+    """runuser -u USER -- argv: the command runs with the user's identity (USER, LOGNAME, HOME)."""
+    if len(args) < 3 or args[0] != "-u" or (args[2] != "--" and len(args) < 3):
+        return 1, "", "runuser: usage: runuser -u USER -- COMMAND [ARGS]\n"
+    user, rest = args[1], args[3:] if args[2] == "--" else args[2:]
+    entry = next((line.split(":") for line in guest.read_file("/etc/passwd").splitlines()
+                  if line.split(":")[0] == user), None)
+    if entry is None:
+        return 1, "", f"runuser: user {user} does not exist or the user entry does not contain all the required fields\n"
+    if not rest:
+        return 1, "", "runuser: no command given\n"
+    saved = dict(guest.env)
+    guest.env.update({"USER": user, "LOGNAME": user, "HOME": entry[5] if len(entry) > 5 else "/"})
+    try:
+        return guest.run_argv(rest, stdin)
     finally:
         guest.env = saved
 
@@ -684,7 +711,8 @@ COMMANDS = {
     "pwd": (cmd_pwd, "print the working directory"),
     "cd": (cmd_cd, "cd [dir]"),
     "sleep": (cmd_sleep, f"sleep SECONDS (at most {MAX_SLEEP:g})"),
-    "env": (cmd_env, "env [NAME=value...] [command args...]"),
+    "env": (cmd_env, "env [-C dir] [NAME=value...] [command args...]"),
+    "runuser": (cmd_runuser, "runuser -u USER -- command args..."),
     "printenv": (cmd_printenv, "printenv [NAME...]"),
     "sh": (cmd_sh, "sh -c SCRIPT, or sh / sh -s reading the script from stdin"),
     "bash": (cmd_sh, "same as sh"),

@@ -24,14 +24,10 @@ import json
 import re
 import time
 from dataclasses import replace
-from urllib.parse import urlsplit
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import provider_for, registered
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import BackendError, TransportError, VirtError
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import (
-    CheckResult, HealthResult, NodeFacts, NodeResources)
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.rules import Router
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import provider_for
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import TransportError, VirtError
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import CheckResult, HealthResult, NodeFacts
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.units import MIB
 
 STATUSES = ("healthy", "partial", "unhealthy", "unknown")
@@ -101,141 +97,6 @@ def not_enabled(name, reason):
     return CheckResult(name=name, enabled=False, details={"reason": reason})
 
 
-# -- Proxmox through the plain transports (until a Proxmox provider with node_facts is registered) --------------
-class _PveApiClient:
-    """GET on the Proxmox API with the node's token. A refused token is a failed road (the SSH road may work)."""
-
-    def __init__(self, api):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import (
-            HttpClient, open_socket, pem_fingerprint, tls_context)
-
-        parts = urlsplit(api.url)
-        context = tls_context(api.validate_certs, api.ca_file, api.server_cert, api.client_cert, api.client_key)
-        pin = pem_fingerprint(api.server_cert) if api.server_cert else None
-        self.token_id = api.token_id
-        self.http = HttpClient(lambda: open_socket(api.url, api.timeout, context, pin), host_header=parts.netloc,
-                               timeout=api.timeout, base_path=parts.path.rstrip("/") + "/api2/json",
-                               headers={"Authorization": f"PVEAPIToken={api.token_id}={api.token_secret}"})
-
-    def request(self, method, path):
-        response = self.http.request(method, path)
-        try:
-            document = response.json() or {}
-        except ValueError:
-            document = {}
-        message = str(document.get("message") or response.body[:200].decode("utf-8", "replace")).strip()
-        if response.status in (401, 403):
-            raise TransportError(f"authentication failed: the Proxmox API refused token {self.token_id} "
-                                 f"(HTTP {response.status}: {message or 'no reason given'})", sent=True)
-        if response.status >= 400:
-            raise BackendError(f"proxmox {method} {path} failed ({response.status}): {message}",
-                               status=response.status, backend_message=message)
-        return document.get("data")
-
-    def close(self):
-        self.http.close()
-
-
-class _PveSshClient:
-    """`pvesh get PATH --output-format json` on the node."""
-
-    def __init__(self, ssh):
-        self.ssh = ssh
-
-    def request(self, method, path):
-        if method != "GET":
-            raise VirtError(f"internal: health reads only, not {method} {path}")
-        result = self.ssh.run(["pvesh", "get", path, "--output-format", "json"])
-        if result.rc != 0:
-            raise BackendError(f"pvesh get {path} failed (rc {result.rc}): {(result.stderr or result.stdout).strip()}")
-        return json.loads(result.stdout) if result.stdout.strip() else None
-
-    def close(self):
-        self.ssh.close()
-
-
-class ProxmoxProbe:
-    """The few Proxmox reads health needs, through the node's execution rule (API, or pvesh over SSH)."""
-
-    backend = "proxmox"
-    instance_types = ("container", "vm")
-
-    def __init__(self, node, warn=None):
-        self.node = node
-        self.router = Router(node, lambda: _PveApiClient(node.api), self._ssh_client, warn)
-
-    def _ssh_client(self):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.ssh import SshTransport
-
-        return _PveSshClient(SshTransport(self.node.ssh))
-
-    @property
-    def transport(self):
-        return self.router.transport
-
-    def close(self):
-        self.router.close()
-
-    def _get(self, path):
-        return self.router.request("GET", path)
-
-    def version(self):
-        return (self._get("/version") or {}).get("version")
-
-    def _node_name(self):
-        if self.node.proxmox_node:
-            return self.node.proxmox_node
-        names = [item.get("node") for item in self._get("/nodes") or []]
-        if len(names) != 1:
-            raise VirtError(f"node {self.node.name}: the cluster has nodes {', '.join(map(str, names))}; set "
-                            "node.proxmox_node to the one to check")
-        return names[0]
-
-    def node_facts(self):
-        name = self._node_name()
-        status = self._get(f"/nodes/{name}/status") or {}
-        resources = NodeResources()
-        cpus = (status.get("cpuinfo") or {}).get("cpus")
-        if cpus:
-            resources.cpu_cores, resources.sources["cpu_cores"] = int(cpus), "api"
-        for field_name, section, key in (("memory_total", "memory", "total"), ("memory_available", "memory", "free"),
-                                         ("swap_total", "swap", "total"), ("swap_free", "swap", "free")):
-            value = (status.get(section) or {}).get(key)
-            if value is not None:
-                setattr(resources, field_name, int(value) // MIB)
-                resources.sources[field_name] = "api"
-        self._storage_facts(name, resources)
-        counts = []
-        for kind in ("qemu", "lxc"):
-            for guest in self._get(f"/nodes/{name}/{kind}") or []:
-                if guest.get("template"):
-                    continue  # a template is an image, not an instance
-                state = guest.get("qmpstatus") if guest.get("qmpstatus") == "paused" else guest.get("status")
-                counts.append(state if state in ("running", "stopped", "paused") else "unknown")
-        return NodeFacts(version=self.version(), hostname=name, instance_types=list(self.instance_types),
-                         instances=count_statuses(counts), resources=resources, shell_resources=False)
-
-    def _storage_facts(self, name, resources):
-        """The storage that holds guest disks (content rootdir, else images): its space, and its path if it has one."""
-        storages = [item for item in self._get(f"/nodes/{name}/storage") or [] if item.get("active", 1)]
-        for content in ("rootdir", "images"):
-            chosen = [item for item in storages if content in str(item.get("content") or "").split(",")]
-            if chosen:
-                storage = sorted(chosen, key=lambda item: item.get("storage"))[0]
-                break
-        else:
-            return
-        resources.storage_pool = storage.get("storage")
-        if storage.get("total"):
-            resources.disk_total = int(storage["total"]) // MIB
-            resources.disk_free = int(storage.get("avail") or 0) // MIB
-            resources.sources.update(disk_total="api", disk_free="api")
-        try:
-            resources.disk_path = (self._get(f"/storage/{storage['storage']}") or {}).get("path")
-        except BackendError:
-            pass  # the token may lack Datastore.Audit on /storage: the space above is what matters
-
-
 # -- the node's shell ---------------------------------------------------------------------------------------------
 def parse_meminfo(text):
     """/proc/meminfo in MiB: memory_total, memory_available, swap_total, swap_free (those present)."""
@@ -270,19 +131,12 @@ class NodeHealth:
         self.warn = warn or (lambda message: None)
         self.thresholds = thresholds or {}
         self.shell = None  # the SSH transport, once the ssh check has shown that it works
-        self.source = None  # the provider (or the Proxmox probe) under the node's own rule
+        self.source = None  # the backend's provider under the node's own rule
         self.hostname = None
 
     # -- what serves the backend reads --
     def _source_for(self, node):
-        if node.type in registered():
-            provider = provider_for(node, warn=self.warn)
-            if node.type != "proxmox" or type(provider).node_facts is not Provider.node_facts:
-                return provider
-            provider.close()
-        if node.type == "proxmox":
-            return ProxmoxProbe(node, warn=self.warn)
-        return provider_for(node, warn=self.warn)  # raises InvalidSpec naming the registered backends
+        return provider_for(node, warn=self.warn)
 
     def run(self):
         started = time.monotonic()

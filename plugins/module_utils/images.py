@@ -422,20 +422,6 @@ def _named(image, name):
 
 
 # -- the module's glue ----------------------------------------------------------------------------------------------
-def _proxmox_images():
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.proxmox_images import (
-        ProxmoxImagesProvider)
-    return ProxmoxImagesProvider
-
-
-def ensure_backends():
-    """Until the Proxmox backend exists, Proxmox nodes get the image-only provider of proxmox_images.py."""
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import register, registered
-
-    if "proxmox" not in registered():
-        register("proxmox", _proxmox_images)
-
-
 def image_params(params):
     return {key: params.get(key) for key in (
         "name", "state", "source", "path", "metadata_path", "url", "metadata_url", "checksum", "metadata_checksum",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec, UncertainWrite, VirtError
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import (
@@ -36,8 +36,8 @@ class Request:
 def build_request(params):
     """Validate the module parameters into a Request. Raises InvalidSpec naming the option and the fix."""
     name = check_name(params["name"])
-    instance_type = params.get("type") or "container"
-    if instance_type not in INSTANCE_TYPES:
+    instance_type = params.get("type")  # None: the existing instance's type, or container for a new one
+    if instance_type is not None and instance_type not in INSTANCE_TYPES:
         raise InvalidSpec(f"type: {instance_type!r} is not a type; use container or vm")
     env = params.get("env")
     if env is not None:
@@ -108,7 +108,7 @@ def ensure_instance(provider, request, check_mode):
     """Converge one instance. After a lost answer to a write, re-read and converge once more (never replay)."""
     plan = Plan(check_mode)
     provider.timeout = request.timeout
-    if request.state != "absent":
+    if request.state != "absent" and request.spec.type is not None:
         provider.check_type(request.spec)
     before = provider.get_instance(request.spec.name)
     before_dict = before.to_dict() if before else None
@@ -139,6 +139,8 @@ def _converge(provider, request, plan, current):
             plan.do("delete", lambda: provider.delete(current, timeout))
         return None
 
+    if spec.type is None:
+        spec = replace(spec, type=current.type if current is not None else "container")
     provider.check_spec(spec)
     wants_running = request.state in ("started", "restarted")
     if (request.password or request.ssh_authorized_keys) and not wants_running and (

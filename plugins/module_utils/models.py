@@ -50,7 +50,7 @@ class Instance:
 class InstanceSpec:
     """What the user asked for. None means "not asked": the current value is kept, never a drift."""
     name: str
-    type: str = "container"
+    type: str | None = "container"
     image: str | None = None
     cpu: float | None = None
     memory: int | None = None

@@ -266,7 +266,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.common import run_module
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import (
-    SOURCES, STATES, build_image_request, ensure_backends, ensure_image, image_params)
+    SOURCES, STATES, build_image_request, ensure_image, image_params)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.node import NODE_OPTION
 
 
@@ -291,7 +291,6 @@ def main():
         },
         supports_check_mode=True,
     )
-    ensure_backends()
 
     def work(backend):
         request = build_image_request(image_params(module.params), module.params["node"]["type"])

@@ -112,7 +112,7 @@ transport:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.common import run_module
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ensure_backends, lookup_name
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import lookup_name
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.node import NODE_OPTION
 
 
@@ -122,7 +122,6 @@ def main():
         supports_check_mode=True,
     )
     name = module.params["name"]
-    ensure_backends()
 
     def work(provider):
         if name is None:

@@ -43,14 +43,20 @@ options:
     default: started
     choices: [present, started, stopped, restarted, absent]
   type:
-    description: V(container) or V(vm). A type the backend or node cannot run fails before anything is sent.
+    description:
+      - V(container) or V(vm). A type the backend or node cannot run fails before anything is sent.
+      - When omitted, an existing instance keeps its type and a new one is a V(container).
     type: str
-    default: container
     choices: [container, vm]
   image:
     description:
       - What M(oneclickvirt.virt.virt_image_info) lists for the node. Docker an image reference, LXD/Incus an
         alias or fingerprint, Proxmox a volume ID or C(clone:<template>). Needed to create the instance.
+      - "Proxmox: a container takes a template volume (C(local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst));
+        a VM takes an ISO (C(local:iso/x.iso), an empty disk of O(disk) plus the installer), a disk image to
+        import (C(local:import/x.qcow2), with a cloud-init drive), or C(clone:<template name>) (a full clone of
+        that template). PVE keeps no record of the image, so the collection writes it into the guest's
+        description (C(ocv-image: ...))."
     type: str
   cpu:
     description: Number of cores, a positive number. Fractions where the backend can enforce them.
@@ -59,7 +65,9 @@ options:
     description: Memory limit. An integer is MiB; a string has a unit (C(512MiB), C(2GiB), C(1G), C(2GB)).
     type: str
   disk:
-    description: Root disk size, same units as O(memory). Where the storage cannot enforce it, a clear error.
+    description:
+      - Root disk size, same units as O(memory). Where the storage cannot enforce it, a clear error.
+      - Proxmox grows a disk in place and never shrinks one (a smaller size is an error).
     type: str
   env:
     description: Environment variables. Values are delivered literally, never through a shell.
@@ -116,6 +124,9 @@ options:
     description:
       - Password of C(root) inside the instance, set with C(chpasswd) through the backend's exec, the password
         on standard input (never on a command line). Needs the instance running.
+      - Proxmox VMs get it through the QEMU guest agent (or, with no agent running, cloud-init's C(cipassword),
+        applied at the next boot), always in an API body; under C(ssh_only) that body goes to the node's own API
+        port through the SSH connection, with O(node.api.token_id) / O(node.api.token_secret).
     type: str
   update_password:
     description: V(on_create) sets O(password) only when the instance is created; V(always) every run (then a change is reported every run).
@@ -142,6 +153,12 @@ options:
         booleans and numbers are written as the daemon reads them. Only the keys given are compared and
         written; C(volatile.*) belongs to the daemon. A key that a running instance takes only at its next start
         (C(security.privileged), C(raw.lxc), ...) is written, and the result says that a restart is needed.
+      - "Proxmox: C(vmid) (the VMID of a new guest; default the next free one, taken again when a parallel
+        create wins the race), C(storage) (for the new disks; default the node's first storage for container
+        roots or VM images), C(onboot) (bool), C(nameserver), C(searchdomain), containers C(unprivileged)
+        (default true, set at creation), VMs cloud-init C(ciuser) and C(sshkeys) (a list of public keys,
+        compared decoded, so PVE's percent-encoding is never a change). A running VM takes cpu, memory,
+        network and cloud-init changes at its next boot; the result says so."
     type: dict
   force:
     description: Recreate the instance when a setting that cannot change in place differs. Its data is lost.
@@ -187,6 +204,33 @@ EXAMPLES = r"""
     node: "{{ docker_node }}"
     name: web-1
     state: absent
+
+- name: A Proxmox VM cloned from a cloud-init template, with a user and a key
+  oneclickvirt.virt.virt_instance:
+    node: "{{ pve_node }}"
+    name: db-1
+    type: vm
+    image: clone:debian12-cloud
+    cpu: 2
+    memory: 2GiB
+    disk: 20G
+    network:
+      bridge: vmbr0
+      ipv4: 10.0.10.21/24
+    config:
+      ciuser: ops
+      sshkeys:
+        - "{{ lookup('ansible.builtin.file', 'files/ops.pub') }}"
+      onboot: true
+
+- name: A Proxmox container from a template volume, with a fixed VMID
+  oneclickvirt.virt.virt_instance:
+    node: "{{ pve_node }}"
+    name: cache-1
+    image: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
+    memory: 512
+    config:
+      vmid: 2001
 """
 
 RETURN = r"""
@@ -286,7 +330,7 @@ def main():
             "node": NODE_OPTION,
             "name": {"type": "str", "required": True},
             "state": {"type": "str", "default": "started", "choices": list(STATES)},
-            "type": {"type": "str", "default": "container", "choices": ["container", "vm"]},
+            "type": {"type": "str", "choices": ["container", "vm"]},
             "image": {"type": "str"},
             "cpu": {"type": "float"},
             "memory": {"type": "str"},

@@ -224,7 +224,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.common import run_module
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.node import NODE_OPTION
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.portmap.manager import build_request, ensure_portmap
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.portmap.proxmox import ensure_registered
 
 
 def main():
@@ -248,7 +247,6 @@ def main():
         },
         supports_check_mode=True,
     )
-    ensure_registered()
 
     def work(provider):
         request = build_request(module.params, provider.node)

@@ -85,7 +85,6 @@ from ansible_collections.oneclickvirt.virt.plugins.module_utils.common import ru
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.node import NODE_OPTION
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.portmap import check_tag_part
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.portmap.manager import list_portmaps
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.portmap.proxmox import ensure_registered
 
 
 def main():
@@ -93,7 +92,6 @@ def main():
         argument_spec={"node": NODE_OPTION, "instance": {"type": "str"}},
         supports_check_mode=True,
     )
-    ensure_registered()
     instance = module.params["instance"]
 
     def work(provider):

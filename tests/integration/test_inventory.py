@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pve_helpers import Api
 from conftest import COLLECTIONS, VENV_BIN, _collections_path, docker_cli, lab_nodes, node_with, run_playbook, unique
 
 _collections_path()
@@ -94,7 +95,7 @@ def warnings_of(completed):
 def truth(node):
     """The names of the node's instances as the daemon's own CLI lists them (docker ps, lxc list, incus list).
 
-    A backend without a CLI on this machine (the Proxmox simulator) is compared with the provider's own listing.
+    The Proxmox simulator has no CLI here: its truth is the raw API's /cluster/resources (templates are images).
     """
     if node["type"] == "docker":
         return set(docker_cli("ps", "-a", "--format", "{{.Names}}").stdout.split())
@@ -102,7 +103,8 @@ def truth(node):
         listing = subprocess.run([CLI[node["type"]], "list", "--format", "json"], capture_output=True, text=True,
                                  check=True, timeout=120).stdout
         return {entry["name"] for entry in json.loads(listing)}
-    return set(normalised(node))
+    api = Api(node["api"]["url"], node["api"]["token_id"], node["api"]["token_secret"], node["api"]["ca_file"])
+    return {item["name"] for item in api.data("GET", "/cluster/resources", type="vm") if not item.get("template")}
 
 
 def normalised(node):

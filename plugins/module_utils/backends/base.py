@@ -78,6 +78,10 @@ class Provider:
         """The instance with exactly this name, or None."""
         raise NotImplementedError
 
+    def find_instance(self, reference):
+        """The instance a virt_portmap `instance` names: its exact name (a backend may also take its own id)."""
+        return self.get_instance(reference)
+
     def list_images(self):
         raise NotImplementedError
 

@@ -4,12 +4,10 @@
 """Proxmox VE storage content for virt_image / virt_image_info: container templates (`vztmpl`), ISOs (`iso`)
 and disk images to import (`import`), as volumes of a storage (`local:vztmpl/debian-12.tar.zst`).
 
-For the Proxmox backend to adopt: `ProxmoxImageMethods` holds all image work and needs only
-`self.router` (whose clients answer `request(method, path, params=None)` -> PVE's `data`, with path segments
-already percent-encoded, and `wait_task(upid, timeout, on_line)`), `self.node`, `self.warn` and
-`self.timeout`. `PveApiClient` / `PveSshClient` are minimal clients; the backend may pass its own with the
-same two methods. Until it exists, images.ensure_backends() registers `ProxmoxImagesProvider` for Proxmox
-nodes (images only).
+`ProxmoxImageMethods` is mixed into the Proxmox backend (backends/proxmox.py); it needs only `self.router`
+(whose clients answer `request(method, path, params=None)` -> PVE's `data`, path segments already
+percent-encoded), `self.node`, `self.warn` and `self.timeout`. `PveApiClient` (HTTPS with the API token) and
+`PveSshClient` (`pvesh` over SSH) are the backend's two clients.
 
 Roads: API `POST .../download-url` (the node fetches, PVE verifies `checksum`), `POST .../upload` (multipart,
 the file streamed from the controller), `DELETE .../content/{volume}`; over SSH `pvesh` with JSON output for
@@ -24,16 +22,17 @@ drift from the volume whenever anything else touches the storage.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, NotFound, OperationTimeout, TransportError, Unsupported, VirtError)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import Image
 
+SECRET_PARAMS = ("password", "cipassword", "new-password")
 CONTENT_DIRS = {"vztmpl": "template/cache", "iso": "template/iso", "import": "import"}
 IMAGE_CONTENT = tuple(CONTENT_DIRS)
 # partial target algorithm expected [source]: copy (when a source is given), verify, rename; exit 4 on a mismatch.
@@ -62,16 +61,19 @@ class PveApiClient:
 
     label = "api"
 
-    def __init__(self, api):
+    def __init__(self, api, open_stream=None, host_header=None):
+        """`open_stream` replaces the direct connection to api.url (the Proxmox backend's SSH tunnel)."""
         from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import (
             HttpClient, open_socket, tls_context)
 
         self.api = api
-        parts = urlsplit(api.url)
-        context = tls_context(api.validate_certs, api.ca_file)
-        base = f"https://{parts.hostname}:{parts.port or 8006}"
-        self.http = HttpClient(lambda: open_socket(base, api.timeout, context), host_header=parts.netloc,
-                               timeout=api.timeout,
+        if open_stream is None:
+            parts = urlsplit(api.url)
+            context = tls_context(api.validate_certs, api.ca_file)
+            base = f"https://{parts.hostname}:{parts.port or 8006}"
+            host_header = parts.netloc
+            open_stream = functools.partial(open_socket, base, api.timeout, context)
+        self.http = HttpClient(open_stream, host_header=host_header, timeout=api.timeout,
                                headers={"Authorization": f"PVEAPIToken={api.token_id}={api.token_secret}"},
                                base_path="/api2/json")
 
@@ -103,13 +105,17 @@ class PveApiClient:
             document = response.json() or {}
         except ValueError:
             document = {}
+        if response.status in (401, 403) and not document.get("errors"):
+            # Refused before anything was done: a failed road, which `auto` may leave for SSH.
+            reason = str(document.get("message") or "no reason given").strip()
+            raise TransportError(f"authentication failed: the Proxmox API refused token {self.api.token_id} "
+                                 f"(HTTP {response.status}: {reason}); check node.api.token_id / token_secret "
+                                 "and the token's privileges")
         if response.status >= 400:
             message = (document.get("message") or f"HTTP {response.status}").strip()
             errors = document.get("errors") or {}
             if errors:
                 message += " (" + "; ".join(f"{key}: {value.strip()}" for key, value in sorted(errors.items())) + ")"
-            if response.status == 401:
-                message += "; check node.api.token_id / token_secret"
             error = NotFound if "does not exist" in message or response.status == 404 else BackendError
             raise error(f"proxmox {method} {path.split('?', 1)[0]} failed ({response.status}): {message}")
         return document.get("data")
@@ -134,8 +140,12 @@ class PveSshClient:
 
         argv = ["pvesh", verb, "/".join(unquote(part) for part in path.split("/"))]
         for key, value in sorted((params or {}).items()):
-            if value is not None:
-                argv += [f"--{key}", str(value)]
+            if key in SECRET_PARAMS:
+                # pvesh takes parameters only as arguments: the node's process list would show the secret.
+                raise Unsupported(f"internal: {key} must not go through pvesh; send it through the API")
+            for item in (value if isinstance(value, list) else [value]):
+                if item is not None:
+                    argv += [f"--{key}", str(item)]
         result = self.ssh.run(argv + ["--output-format", "json"], timeout=timeout)
         if result.rc != 0:
             message = (result.stderr or result.stdout).strip()
@@ -463,19 +473,3 @@ class ProxmoxImageMethods:
         self.router.run(True, action)
         if hasattr(self, "_checksums"):
             self._checksums.pop(image.id, None)
-
-
-class ProxmoxImagesProvider(ProxmoxImageMethods, Provider):
-    """A Proxmox node for virt_image and virt_image_info only, until the Proxmox backend exists."""
-
-    backend = "proxmox"
-    instance_types = ("container", "vm")
-    timeout = 600
-
-    def make_api_client(self):
-        return PveApiClient(self.node.api)
-
-    def make_ssh_client(self):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.ssh import SshTransport
-
-        return PveSshClient(SshTransport(self.node.ssh, self.warn))

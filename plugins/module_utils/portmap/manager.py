@@ -438,7 +438,7 @@ def ensure_portmap(provider, request, check_mode):
     mapper = PortMapper(provider)
     instance = None
     if request.state == "present":
-        instance = provider.get_instance(request.instance)
+        instance = provider.find_instance(request.instance)
         if instance is None:
             raise NotFound(f"instance: {request.instance} does not exist on node {provider.node.name}; create it "
                            "first (oneclickvirt.virt.virt_instance) or check the name")
