@@ -57,7 +57,7 @@ $(COLLECTIONS)/ansible_collections/oneclickvirt/virt:
 	ln -sfn ../../../.. $@
 
 demo: venv lab $(COLLECTIONS)/ansible_collections/oneclickvirt/virt
-	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(VENV)/bin/ansible-playbook -i localhost, -c local playbooks/demo.yml
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(COLLECTIONS) $(VENV)/bin/ansible-playbook -i localhost, -c local playbooks/demo.yml
 
 # Ours against the peer collections on the lab (benchmarks/README.md); not part of CI.
 # `make bench BENCH_ARGS="--scale small"` for a quick run.

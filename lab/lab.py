@@ -23,7 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-LAB_DIR = Path(os.environ.get("OCV_LAB_DIR", "/var/lib/oneclickvirt-lab"))
+LAB_DIR = Path(os.environ.get("OCV_LAB_DIR") or ("/var/lib/oneclickvirt-lab" if os.geteuid() == 0
+                                                  else Path.home() / ".cache" / "oneclickvirt-lab"))
+# Where the node descriptions go (`.lab/nodes.yml` of the checkout unless told otherwise).
+NODES_FILE = Path(os.environ.get("OCV_NODES_FILE") or Path(__file__).resolve().parent.parent / ".lab" / "nodes.yml")
+SIMULATOR_ONLY = LAB_DIR / "simulator-only"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SSH_PORT = 2222
 LXD_HTTPS = ("127.0.0.1", 8443)
@@ -562,6 +566,8 @@ def node_descriptions():
     pvesim_node = LAB_DIR / "pvesim" / "node.json"
     if pvesim_node.exists():
         nodes["proxmox"] = json.loads(pvesim_node.read_text())
+    if SIMULATOR_ONLY.exists():
+        return {"proxmox": nodes["proxmox"]}
     return nodes
 
 
@@ -578,7 +584,7 @@ def to_yaml(value, indent=0):
 
 
 def write_nodes():
-    target = PROJECT_ROOT / ".lab" / "nodes.yml"
+    target = NODES_FILE
     target.parent.mkdir(exist_ok=True)
     target.write_text("# The lab's nodes, written by `make lab`. Each entry is a complete node description.\n"
                       + to_yaml(node_descriptions()) + "\n")
@@ -588,21 +594,52 @@ def write_nodes():
 
 # --- the Proxmox simulator ----------------------------------------------------------------------------
 
-def ensure_pvesim():
+def ensure_pvesim(with_ssh=True):
     starter = PROJECT_ROOT / "lab" / "pvesim_lab.py"
     if not starter.exists():
         return
     sys.path.insert(0, str(starter.parent))
     import pvesim_lab  # noqa: E402  (part of the lab, next to this file)
-    pvesim_lab.ensure(sys.modules[__name__])
+    pvesim_lab.ensure(sys.modules[__name__], with_ssh=with_ssh)
+
+
+def full_lab_refused():
+    """Why the full lab cannot be installed here (None when it can): it needs root and Debian's apt. Also
+    OCV_LAB_SIMULATOR_ONLY=1, for a machine that should not get system daemons (and for the lab's own test)."""
+    if os.environ.get("OCV_LAB_SIMULATOR_ONLY") == "1":
+        return "OCV_LAB_SIMULATOR_ONLY=1"
+    if os.geteuid() != 0:
+        return "not root"
+    if not Path("/etc/debian_version").exists() or shutil.which("apt-get") is None:
+        return "not a Debian system"
+    return None
+
+
+def up_simulator_only(reason):
+    """The Proxmox VE simulator alone, as the current user, API only: what runs where the full lab cannot."""
+    started = time.monotonic()
+    log(f"the full lab cannot be installed here ({reason}): starting the Proxmox VE simulator alone "
+        "(no Docker, LXD, Incus or SSH nodes)")
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    SIMULATOR_ONLY.write_text(f"{reason}\n")
+    if shutil.which("openssl") is None:
+        raise SystemExit("lab: the simulator needs the openssl command for its certificate; install openssl")
+    ensure_pvesim(with_ssh=False)
+    write_nodes()
+    log(f"simulator-only lab up in {time.monotonic() - started:.1f}s")
 
 
 # --- entry points -----------------------------------------------------------------------------------------
 
 def up():
+    reason = full_lab_refused()
+    if reason:
+        up_simulator_only(reason)
+        return
     started = time.monotonic()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     LAB_DIR.chmod(0o755)
+    SIMULATOR_ONLY.unlink(missing_ok=True)
     ensure_packages()
     ensure_docker()
     ensure_sshd()
@@ -630,7 +667,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("up", "down", "nodes"))
     action = parser.parse_args().action
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not SIMULATOR_ONLY.exists() and action != "up":
         raise SystemExit("lab: the lab installs packages and starts daemons: run it as root on a disposable machine")
     {"up": up, "down": down, "nodes": write_nodes}[action]()
 

@@ -21,7 +21,8 @@ if str(LAB_CODE) not in sys.path:
 from pvesim import auth, server  # noqa: E402  (needs the path above)
 
 HOST = "127.0.0.1"
-HTTPS_PORT = 8006
+# The simulator-only lab (no root) may move the port, so that it can run beside a full lab.
+HTTPS_PORT = int(os.environ.get("OCV_PVESIM_PORT", "8006"))
 SSH_PORT = 2223
 TOOLS = ("pvesh", "qm", "pct", "pvesm", "pveversion", "systemctl")
 REQUEST_LOG_LIMIT = 64 * 1024 * 1024
@@ -132,19 +133,22 @@ def ensure_sshd(kit, state_dir, bin_dir):
 
 
 def node_description(kit, state_dir, ssh_dir, secrets):
+    """The node; without its sshd (the simulator-only lab) it is API only."""
     token_id, token_secret = next(iter(secrets["tokens"].items()))
-    return {
-        "name": "proxmox", "type": "proxmox", "execution_rule": "auto", "proxmox_node": "pve",
-        "public_ip": HOST,
-        "ssh": {"host": HOST, "port": SSH_PORT, "user": "root",
-                "private_key_file": str(kit.LAB_DIR / "ssh" / "id_ed25519"), "host_key_checking": "strict",
-                "known_hosts_file": str(ssh_dir / "known_hosts")},
+    node = {
+        "name": "proxmox", "type": "proxmox", "execution_rule": "auto" if ssh_dir else "api_only",
+        "proxmox_node": "pve", "public_ip": HOST,
         "api": {"url": f"https://{HOST}:{HTTPS_PORT}", "token_id": token_id, "token_secret": token_secret,
                 "ca_file": str(state_dir / "tls" / "pve-ssl.pem"), "validate_certs": True},
     }
+    if ssh_dir:
+        node["ssh"] = {"host": HOST, "port": SSH_PORT, "user": "root",
+                       "private_key_file": str(kit.LAB_DIR / "ssh" / "id_ed25519"), "host_key_checking": "strict",
+                       "known_hosts_file": str(ssh_dir / "known_hosts")}
+    return node
 
 
-def ensure(kit):
+def ensure(kit, with_ssh=True):
     state_dir = kit.LAB_DIR / "pvesim"
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
@@ -154,14 +158,15 @@ def ensure(kit):
     bin_dir = state_dir / "bin"
     write_tools(bin_dir, state_dir / "control.sock")
     ensure_api(kit, state_dir)
-    ssh_dir = ensure_sshd(kit, state_dir, bin_dir)
+    ssh_dir = ensure_sshd(kit, state_dir, bin_dir) if with_ssh else None
     target = state_dir / "node.json"
     temporary = target.with_name(".node.json.tmp")
     # The file carries the token secret: root only.
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as stream:
         json.dump(node_description(kit, state_dir, ssh_dir, secrets), stream, indent=2)
     os.replace(temporary, target)
-    kit.log(f"pvesim up: https://{HOST}:{HTTPS_PORT}, ssh {HOST}:{SSH_PORT}, node description {target}")
+    kit.log(f"pvesim up: https://{HOST}:{HTTPS_PORT}, " + (f"ssh {HOST}:{SSH_PORT}, " if with_ssh else "no ssh, ")
+            + f"node description {target}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Run ansible-lint (production profile, offline) over the collection's playbooks, roles and examples.
 
-``tools/lint.py`` lints roles/, playbooks/ and examples/ (those that exist); ``tools/lint.py PATH...`` lints
-the given paths with the same configuration. Exit code is ansible-lint's: non-zero on any finding.
+``tools/lint.py`` lints roles/, playbooks/, examples/ and the example content under extensions/ (those that
+exist); ``tools/lint.py PATH...`` lints the given paths with the same configuration. Exit code is ansible-lint's:
+non-zero on any finding.
 """
 
 import os
@@ -12,7 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collection_tree import NAME, NAMESPACE, ROOT, venv_bin  # noqa: E402
 
-DEFAULT_TARGETS = ('roles', 'playbooks', 'examples')
+DEFAULT_TARGETS = ('roles', 'playbooks', 'examples',
+                   # Example content users copy (AWX, execution environment, molecule): it must pass the same profile.
+                   'extensions/awx', 'extensions/ee', 'extensions/molecule/instance')
 
 
 def collections_path():

@@ -171,7 +171,7 @@ def build_node(params):
 def _check_api(name, backend, api):
     scheme = api.url.split("://", 1)[0] if "://" in api.url else ""
     allowed = {"docker": ("unix", "tcp", "https", "http"), "lxd": ("unix", "https"), "incus": ("unix", "https"),
-               "proxmox": ("https",)}[backend]
+               "proxmox": ("https",)}.get(backend, ("https",))
     if scheme not in allowed:
         raise InvalidSpec(f"node.api.url: {api.url!r} is not a {backend} endpoint; use a URL starting with "
                           + " or ".join(f"{s}://" for s in allowed))

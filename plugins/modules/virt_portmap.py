@@ -20,7 +20,8 @@ description:
   - Automatic host ports skip ports that listen on the node or are already mapped; a lock on the node around
     allocate-and-apply keeps them unique when many tasks run at once.
   - iptables and nftables rules persist in the collection's own rules files under C(/etc/oneclickvirt/portmap),
-    with a C(restore) script and a systemd unit that bring back exactly those rules at boot (see C(docs/portmap.md)).
+    with a C(restore) script and a systemd unit that bring back exactly those rules at boot (see the
+    R(port mapping guide,ansible_collections.oneclickvirt.virt.docsite.guide_portmap)).
   - Needs SSH to the node (iptables, nftables and C(ss) run there), whatever O(node.execution_rule) says, except
     V(api_only), which fails clearly.
   - Idempotent, full check mode and diff.

@@ -2,7 +2,11 @@
 
 import json
 import os
+import socket
 import subprocess
+import sys
+
+import yaml
 
 from conftest import ROOT, VENV_BIN, _collections_path, run_playbook, unique
 
@@ -45,3 +49,36 @@ def test_demo_playbook_runs_on_the_lab():
                                timeout=900)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "demo-docker: running" in completed.stdout
+
+
+def test_demo_runs_on_the_simulator_alone_where_the_full_lab_cannot(tmp_path):
+    """`make lab` without root or Debian starts only the Proxmox simulator (forced here with
+    OCV_LAB_SIMULATOR_ONLY=1, on a port and in folders of the test's own); the demo then runs on it and says so."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    nodes_file = tmp_path / "nodes.yml"
+    env = dict(os.environ, OCV_LAB_SIMULATOR_ONLY="1", OCV_LAB_DIR=str(tmp_path / "lab"),
+               OCV_NODES_FILE=str(nodes_file), OCV_PVESIM_PORT=str(port))
+    lab = [sys.executable, str(ROOT / "lab" / "lab.py")]
+    try:
+        up = subprocess.run([*lab, "up"], capture_output=True, text=True, env=env, timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "starting the Proxmox VE simulator alone" in up.stdout + up.stderr
+        described = yaml.safe_load(nodes_file.read_text())
+        assert list(described) == ["proxmox"] and described["proxmox"]["execution_rule"] == "api_only"
+        assert "ssh" not in described["proxmox"] and str(port) in described["proxmox"]["api"]["url"]
+
+        env["ANSIBLE_COLLECTIONS_PATH"], env["ANSIBLE_NOCOLOR"] = str(_collections_path()), "1"
+        demo = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                               str(ROOT / "playbooks" / "demo.yml"), "-e", f"demo_dir={tmp_path / 'demo'}"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        for line in ("the demo runs on it alone", "proxmox/demo-pve-ct: running, container",
+                     "proxmox/demo-pve-vm: running, vm", "read over api", '"proxmox: healthy"'):
+            assert line in demo.stdout, line
+        assert "demo-docker" not in demo.stdout
+        assert (tmp_path / "demo" / "health" / "health-report.html").exists()
+    finally:
+        down = subprocess.run([*lab, "down"], capture_output=True, text=True, env=env, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr

@@ -420,6 +420,8 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
             raise InvalidSpec(f"image: {image} is a {'container template' if content == 'vztmpl' else content + ' volume'}"
                               f", not for a {spec.type}; a container takes storage:vztmpl/..., a vm "
                               "storage:iso/..., storage:import/... or clone:<template>")
+        if content == "iso":
+            _refuse_without_cloudinit(spec, f"{spec.name} installs from {image}")
 
     def _network_settings(self, spec):
         """The net0 options and the cloud-init ipconfig0 the request asks for ({} where nothing is asked)."""
@@ -475,6 +477,10 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
                 network[f"net0.{key}"] = (current_nic.get(key), value)
             elif key != "rate" and current_nic.get(key) != value:
                 network[f"net0.{key}"] = (current_nic.get(key), value)
+        if instance.type == "vm" and not _has_cloudinit(config):
+            # No cloud-init drive (an ISO install): the guest sets its own address; auto is what it has.
+            _refuse_without_cloudinit(spec, f"{instance.name} has no cloud-init drive")
+            ipconfig = {}
         for key, value in ipconfig.items():
             if current_ip.get(key) != value:
                 network[f"ipconfig0.{key}"] = (current_ip.get(key), value)
@@ -779,6 +785,23 @@ def _config_params(extras):
         else:
             params[key] = value
     return params
+
+
+def _has_cloudinit(config):
+    return any(re.match(r"^(ide|scsi|sata)\d+$", key) and "cloudinit" in str(value) for key, value in config.items())
+
+
+def _refuse_without_cloudinit(spec, why):
+    """Addresses and cloud-init settings of a VM need its cloud-init drive; `auto` needs nothing."""
+    network = spec.network or {}
+    for key in ("ipv4", "ipv6"):
+        if network.get(key) not in (None, "auto"):
+            raise InvalidSpec(f"network.{key}: {why}, so its address is set inside it, not by Proxmox; use auto, or "
+                              "a cloud image (storage:import/...) or clone:<cloud-init template>")
+    for key in ("ciuser", "sshkeys"):
+        if key in spec.config:
+            raise InvalidSpec(f"config.{key}: {why}; cloud-init settings need a cloud image (storage:import/...) or "
+                              "clone:<cloud-init template>")
 
 
 def _agent_error(instance, message):
