@@ -84,7 +84,8 @@ options:
         C(root)) when omitted.
       - On LXD and Incus, whose exec API takes a numeric uid, a name is first looked up inside the instance
         (C(id -u NAME)); the command then runs with that uid and the daemon's default group (gid 0).
-      - Proxmox VE runs commands as root only; a user there is an error.
+      - Proxmox VE (C(pct exec), the guest agent) runs commands as root; another user goes through
+        C(runuser -u USER --) inside the guest (util-linux), and O(cwd) through C(env -C) (GNU coreutils).
     type: str
   creates:
     description:

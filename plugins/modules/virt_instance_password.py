@@ -17,8 +17,10 @@ description:
   - Docker, LXD and Incus, and Proxmox VE containers, run C(chpasswd) inside the instance (through the backend's
     exec; on Proxmox VE C(pct exec)). The image needs C(chpasswd); one without it (a bare busybox) is a clear
     error.
-  - On Proxmox VE VMs the password is set through cloud-init (C(cipassword)) and applies at the next boot; the
-    result then carries a RV(note) saying so.
+  - On Proxmox VE VMs the password is set through the QEMU guest agent when the VM runs with its agent (at
+    once), else through cloud-init (C(cipassword), for the VM's C(ciuser)), which applies at the next boot; the
+    result then carries a RV(note) saying so. Both go in an API body; under C(ssh_only) to the node's own API
+    port through the SSH connection, with O(node.api.token_id) and O(node.api.token_secret).
 extends_documentation_fragment:
   - oneclickvirt.virt.node
 attributes:

@@ -386,6 +386,8 @@ def test_password_is_set_and_never_leaks(pve, guests, tmp_path, label, rule):
         handle.seek(commands_before)
         commands = handle.read().decode("utf-8", "replace")
     assert password not in commands and json.dumps(password)[1:-1] not in commands, "the password reached argv"
+    token_secret = proxmox_node()["api"]["token_secret"]
+    assert token_secret not in output and token_secret not in commands, "the API token leaked"
     if rule == "ssh_only":
         assert commands, "the run did not go over the node's SSH"
         if label == "ct":
@@ -415,3 +417,20 @@ def test_virt_instance_password_option_on_a_new_vm(pve, names):
     guest = guests_named(pve, name)[0]
     stored = shadow_hash(pve, {"kind": "qemu", "vmid": guest["vmid"]})
     assert crypt.crypt(password, stored) == stored
+
+
+@pytest.mark.parametrize("rule", ["api_only", "ssh_only"])
+def test_a_failed_task_says_its_exit_status(pve, names, rule):
+    name = names()
+    node = pve_node(rule)
+    created = instance(node, name, type="container", image=TEMPLATE, state="present")
+    vmid = created["instance"]["id"]
+    pve.control("PUT", "/_sim/faults", {"task_failures": [
+        {"type": "vzstart", "id": vmid, "exitstatus": "startup for container failed (simulated)", "count": 1}]})
+    try:
+        failed = instance(node, name, type="container", image=TEMPLATE)
+    finally:
+        pve.control("DELETE", "/_sim/faults")
+    assert failed["failed"] is True and "startup for container failed (simulated)" in failed["msg"], failed["msg"]
+    assert guests_named(pve, name)[0]["status"] == "stopped"
+    assert instance(node, name, type="container", image=TEMPLATE)["instance"]["status"] == "running"

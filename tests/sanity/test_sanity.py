@@ -1,5 +1,5 @@
-"""ansible-test sanity on every supported ansible-core line, through tools/sanity.py (started by conftest.py
-in the background when the run begins)."""
+"""ansible-test sanity on every supported ansible-core line, through tools/sanity.py (started by the
+sanity_background plugin in the background when the run begins)."""
 
 import pytest
 

@@ -244,7 +244,9 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
 
     def _call(self, method, path, params=None, what=None):
         """One write that may or may not start a task; waits when it does."""
-        return self._guest_task(lambda client: client.request(method, path, params), what or f"{method} {path}")
+        # Over SSH, pvesh waits for the task itself: the command may take as long as the task may.
+        return self._guest_task(lambda client: client.request(method, path, params, timeout=self.timeout + 30),
+                                what or f"{method} {path}")
 
     # -- reads --------------------------------------------------------------------------------------------------
     def version(self):
@@ -548,7 +550,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
                           scsi0=f"{storage}:0,import-from={spec.image}", ide2=f"{storage}:cloudinit",
                           serial0="socket")
         self._with_vmid(spec, lambda client, vmid: client.request("POST", f"/nodes/{node}/{kind}",
-                                                                  dict(params, vmid=vmid)))
+                                                                  dict(params, vmid=vmid), timeout=self.timeout + 30))
         if kind == "qemu" and content == "import" and spec.disk is not None:
             self._grow_after_create(spec)
 
@@ -564,7 +566,8 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         if spec.config.get("storage"):
             params["storage"] = storage
         vmid = self._with_vmid(spec, lambda client, vmid: client.request(
-            "POST", f"/nodes/{node}/{kind}/{int(template['vmid'])}/clone", dict(params, newid=vmid)))
+            "POST", f"/nodes/{node}/{kind}/{int(template['vmid'])}/clone", dict(params, newid=vmid),
+            timeout=self.timeout + 30))
         settings = self._settings(spec, kind, cloudinit=kind == "qemu")
         settings["description"] = IMAGE_MARK + spec.image
         self._call("PUT", self._guest_path(kind, vmid, "/config"), settings, f"configure {spec.name}")
@@ -745,9 +748,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
                               f"its ciuser ({config.get('ciuser') or 'root'}) only; start the VM with its agent, or "
                               "give that user")
         client.request("PUT", f"{base}/config", {"cipassword": password})
-        self.warn(f"{instance.name}: the password was given to cloud-init (cipassword) and takes effect at the "
-                  "VM's next boot")
-        return None
+        return "the password was given to cloud-init (cipassword) and takes effect at the VM's next boot"
 
 
 def _wrapped(argv, env, cwd, user):

@@ -150,7 +150,10 @@ class PveSshClient:
         if result.rc != 0:
             message = (result.stderr or result.stdout).strip()
             error = NotFound if "does not exist" in message else BackendError
-            raise error(f"pvesh {verb} {argv[2]} failed (rc {result.rc}): {message[:500]}",
+            # A failed task printed its log first: its last lines say why.
+            log = [line for line in result.stdout.splitlines() if line.strip()][-5:] if result.stderr else []
+            tail = f"; last log lines: {' | '.join(log)}" if log else ""
+            raise error(f"pvesh {verb} {argv[2]} failed (rc {result.rc}): {message[:500]}{tail}",
                         backend_message=message)
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         # A task's log comes first (pvesh runs it in the foreground), the answer last.

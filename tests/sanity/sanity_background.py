@@ -1,4 +1,8 @@
-"""ansible-test sanity starts in the background as soon as the run is collected.
+"""A pytest plugin (pytest.ini loads it with `-p`): ansible-test sanity starts in the background as soon as
+the run is collected.
+
+Not a conftest.py: test modules of tests/integration import `conftest`, and a second conftest module loaded
+after theirs would take that name.
 
 It is minutes of CPU that need nothing of the lab, while the integration tests mostly wait on daemons: run
 side by side, a whole `make test` is that much shorter. test_sanity.py then only waits for each result.
@@ -17,6 +21,8 @@ _RUNS = {}
 
 
 def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         callspec = getattr(item, 'callspec', None)
         if item.path.name == 'test_sanity.py' and callspec and 'core' in callspec.params:
