@@ -30,7 +30,7 @@ lab-down:
 # Unit tests, the integration tests, then sanity (ansible-test starts in the background at once), in one pytest run
 # so that the last line is pytest's own summary of all of it.
 test: venv lab
-	CI=$${CI:-} $(PY) -m pytest tests/unit tests/integration tests/sanity
+	CI=$${CI:-} $(PY) -m pytest tests/unit tests/reliability/test_input_properties.py tests/integration tests/sanity
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -63,6 +63,11 @@ demo: venv lab $(COLLECTIONS)/ansible_collections/oneclickvirt/virt
 # `make bench BENCH_ARGS="--scale small"` for a quick run.
 bench: venv lab
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Faults, bad input, secrets and load against the lab (tests/reliability); writes reliability/results/report.md
+# and report.json. Not part of CI. `make reliability REL_ARGS="--scale 0.2"` for smaller load scenarios.
+reliability: venv lab
+	$(PY) reliability/run.py $(REL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_218) tests/output build

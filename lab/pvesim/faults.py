@@ -3,6 +3,7 @@
 Set through the control endpoint `/_sim/faults` (see server.py); they live in memory only, so a restart
 of the simulator always comes back clean.
 """
+import json
 import os
 import re
 import threading
@@ -15,6 +16,7 @@ class Rule:
     path: str = ""                 # regular expression searched in the API path (after /api2/json)
     method: str = ""               # GET / POST / PUT / DELETE; empty matches all
     via: str = "api"               # api (HTTPS) | cli (node tools) | any
+    body: str = ""                 # regular expression searched in the request's parameters (as JSON)
     action: str = "error"          # error: status + message | timeout: hold the answer | close: drop the connection
     status: int = 500
     message: str = "simulated failure"
@@ -22,10 +24,11 @@ class Rule:
     count: int = 0                 # 0: every matching request; n > 0: the next n, then the rule retires
     hits: int = 0
 
-    def matches(self, method, path, via):
+    def matches(self, method, path, via, params=None):
         return ((not self.method or self.method.upper() == method)
                 and (self.via == "any" or self.via == via)
-                and (not self.path or re.search(self.path, path) is not None))
+                and (not self.path or re.search(self.path, path) is not None)
+                and (not self.body or re.search(self.body, json.dumps(params or {}, sort_keys=True)) is not None))
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Settings:
             if rule.action not in ("error", "timeout", "close") or rule.via not in ("api", "cli", "any"):
                 raise ValueError(f"bad rule: {asdict(rule)}")
             re.compile(rule.path)
+            re.compile(rule.body)
         with self._lock:
             for key, value in changes.items():
                 if key == "rules":
@@ -86,11 +90,11 @@ class Settings:
         with self._lock:
             return self.task_delays.get(task_type, self.task_delay)
 
-    def take_rule(self, method, path, via):
+    def take_rule(self, method, path, via, params=None):
         """The rule that fires for this request, counting it; None when none does."""
         with self._lock:
             for rule in self.rules:
-                if rule.matches(method, path, via):
+                if rule.matches(method, path, via, params):
                     rule.hits += 1
                     if rule.count and rule.hits >= rule.count:
                         self.rules.remove(rule)

@@ -146,15 +146,19 @@ def node_status(call):
 
 @route("GET", "/nodes/{node}/network", {"node": NODE, "type": Text()})
 def node_network(call):
+    """A NIC and the bridge on it. (PVE also lists `lo`, typed `loopback`, which its own schema does not allow;
+    the simulator keeps to the schema.)"""
     node_check(call)
+    nic = {"iface": "eno1", "type": "eth", "active": 1, "autostart": 1, "method": "manual", "method6": "manual",
+           "families": ["inet"], "exists": 1, "priority": 2}
     bridge = {"iface": "vmbr0", "type": "bridge", "active": 1, "autostart": 1, "method": "static",
-              "method6": "static", "families": ["inet", "inet6"], "address": "10.163.0.1", "netmask": "22",
-              "cidr": "10.163.0.1/22", "address6": "fd42:4c58:163::1", "netmask6": "64",
-              "cidr6": "fd42:4c58:163::1/64", "bridge_ports": "none", "priority": 3}
-    loopback = {"iface": "lo", "type": "loopback", "active": 1, "autostart": 1, "method": "loopback",
-                "method6": "manual", "families": ["inet"], "priority": 1}
+              "method6": "static", "families": ["inet", "inet6"], "address": "10.163.0.1", "netmask": "255.255.252.0",
+              "cidr": "10.163.0.1/22", "address6": "fd42:4c58:163::1", "netmask6": 64,
+              "cidr6": "fd42:4c58:163::1/64", "bridge_ports": "eno1", "priority": 3}
     wanted = call.params.get("type")
-    return [item for item in (loopback, bridge) if wanted in (None, "any_bridge", item["type"])]
+    bridges = ("bridge", "OVSBridge")
+    return [item for item in (nic, bridge)
+            if wanted is None or wanted == item["type"] or (wanted == "any_bridge" and item["type"] in bridges)]
 
 
 @route("GET", "/pools", {"poolid": Text(), "type": Text(enum=("qemu", "lxc", "storage"))})

@@ -194,7 +194,7 @@ class Handler(BaseHTTPRequestHandler):
                                        error_body(401, message), fault=False)
         if via == "api" and sim.settings.latency:
             time.sleep(sim.settings.latency)
-        rule = sim.settings.take_rule(method, path, via)
+        rule = sim.settings.take_rule(method, path, via, params)
         if rule and rule.action == "close":
             self.server.log.write(self.log_entry(method, path, params, 0, None, fault=True))
             self.close_connection = True

@@ -20,10 +20,10 @@ from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.units import check_name
 
 SHELL = "/bin/sh"
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # A POSIX-portable login name (what useradd accepts by default), or a numeric uid.
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_UID = re.compile(r"^[0-9]{1,10}$")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_UID = re.compile(r"^[0-9]{1,10}\Z")
 # The LXD and Incus exec APIs take a numeric uid only; a name is resolved inside the instance first.
 NUMERIC_USER_BACKENDS = ("lxd", "incus")
 MIN_LENGTH, MAX_LENGTH, DEFAULT_LENGTH = 12, 256, 24

@@ -34,7 +34,7 @@ from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http i
 
 CHUNK = 1 << 16
 ALGORITHMS = {"sha256": 64, "sha512": 128}
-_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
+_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)\Z")
 STAGING_PREFIX = "/var/tmp/ocv-image."
 
 
@@ -107,7 +107,7 @@ def image_id_from_manifest(text, where):
     # Docker < 25: "<hex>.json"; OCI layout (Docker 25+): "blobs/sha256/<hex>".
     hexdigest = config.rsplit("/", 1)[-1]
     hexdigest = hexdigest[:-len(".json")] if hexdigest.endswith(".json") else hexdigest
-    if not re.match(r"^[0-9a-f]{64}$", hexdigest):
+    if not re.match(r"^[0-9a-f]{64}\Z", hexdigest):
         raise InvalidSpec(f"{where}: manifest.json names the config {config!r}, not a sha256 digest")
     return f"sha256:{hexdigest}", list(manifest[0].get("RepoTags") or [])
 

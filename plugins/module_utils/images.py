@@ -47,12 +47,12 @@ _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _REFERENCE = re.compile(rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_PART}(?:/{_PATH_PART})*)"
-                        r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
-_IMAGE_ID = re.compile(r"^(?:sha256:)?[0-9a-f]{64}$")
-_FINGERPRINT = re.compile(r"^[0-9a-fA-F]{64}$")
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@-]{0,254}$")
-_PVE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_PVE_STORAGE = re.compile(r"^[a-z][a-z0-9._-]*[a-z0-9]$")
+                        r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?\Z")
+_IMAGE_ID = re.compile(r"^(?:sha256:)?[0-9a-f]{64}\Z")
+_FINGERPRINT = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@-]{0,254}\Z")
+_PVE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+_PVE_STORAGE = re.compile(r"^[a-z][a-z0-9._-]*[a-z0-9]\Z")
 _URL_FORBIDDEN = re.compile(r"[\s\"'\\`<>{}|^\x00-\x1f\x7f]")
 
 
@@ -100,7 +100,7 @@ def docker_reference(value, option="name", allow_digest=True, allow_id=False):
     domain = match.group("domain") if match else None
     if domain and not ("." in domain or ":" in domain or domain == "localhost"):
         # Docker reads a first component without a dot or port as a path component, which is lowercase.
-        match = match if re.match(rf"^{_PATH_PART}$", domain) else None
+        match = match if re.match(rf"^{_PATH_PART}\Z", domain) else None
     if not match or len(value) > 255:
         raise InvalidSpec(f"{option}: {value!r} is not a Docker image reference; use [host[:port]/]path[:tag] with "
                           "lowercase path components (e.g. '127.0.0.1:5000/team/app:1.2')")

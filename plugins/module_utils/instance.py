@@ -16,8 +16,8 @@ from ansible_collections.oneclickvirt.virt.plugins.module_utils.units import (
     check_name, check_port, cpu_value, size_to_mib)
 
 STATES = ("present", "started", "stopped", "restarted", "absent")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 
 
 @dataclass
@@ -142,6 +142,8 @@ def _converge(provider, request, plan, current):
     if spec.type is None:
         spec = replace(spec, type=current.type if current is not None else "container")
     provider.check_spec(spec)
+    if request.password or request.ssh_authorized_keys:
+        provider.check_inside_road(spec)
     wants_running = request.state in ("started", "restarted")
     if (request.password or request.ssh_authorized_keys) and not wants_running and (
             current is None or current.status != "running"):

@@ -10,6 +10,7 @@ types and module_defaults can supply it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import env_fallback
@@ -124,11 +125,18 @@ def _check_file(path, option):
         raise InvalidSpec(f"{option}: file {path!r} does not exist; give the path of a readable file")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def build_node(params):
     """Validate a node description (already through NODE_SPEC) and return a Node. Raises InvalidSpec."""
     name, backend, rule = params.get("name"), params.get("type"), params.get("execution_rule") or "auto"
     if not name:
         raise InvalidSpec("node.name: required; give the node a label such as 'pve-fra-1'")
+    if _CONTROL.search(name) or len(name) > 64:
+        # A label in results, reports and log lines: one line of at most 64 characters.
+        raise InvalidSpec(f"node.name: {name!r} is not a label; use at most 64 characters and no control "
+                          "characters (no newline or tab), e.g. 'pve-fra-1'")
     if backend not in BACKENDS:
         raise InvalidSpec(f"node.type: {backend!r} is not a backend; use one of {', '.join(BACKENDS)}")
     if rule not in EXECUTION_RULES:

@@ -21,9 +21,10 @@ _UNIT_BYTES = {
     "t": 1024 ** 4, "tib": 1024 ** 4,
     "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
 }
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+MAX_MIB = 1024 ** 3  # 1 PiB: anything larger is a typo, not a machine
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*\Z")
 # Instance names: what Docker, LXD, Incus and Proxmox all accept as a hostname-like name.
-_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
 
 def size_to_mib(value, option):
@@ -44,6 +45,8 @@ def size_to_mib(value, option):
             raise InvalidSpec(f"{option}: unknown unit {match.group(2)!r} in {value!r}; use one of "
                               "KiB, MiB, GiB, TiB (or K, M, G, T), KB, MB, GB, TB")
     size_bytes = number * _UNIT_BYTES[unit]
+    if size_bytes > MAX_MIB * MIB:  # also what float overflow (a 400-digit number) becomes: inf
+        raise InvalidSpec(f"{option}: {str(value)[:40]!r} is larger than 1 PiB; give a real size such as '2GiB'")
     mib = int(-(-size_bytes // MIB))
     if mib <= 0:
         raise InvalidSpec(f"{option}: {value!r} must be at least 1 MiB")

@@ -196,7 +196,8 @@ def test_a_lost_answer_to_a_create_leaves_exactly_one_guest(pve, names, rule):
     name = names()
     node = node_with(pve_node(rule), api={"timeout": 3})
     pve.control("PUT", "/_sim/faults", {"rules": [
-        {"path": "^/nodes/pve/lxc$", "method": "POST", "via": "api", "action": "timeout", "seconds": 6, "count": 1}]})
+        {"path": "^/nodes/pve/lxc$", "method": "POST", "via": "api", "body": f'"hostname": "{name}"',
+         "action": "timeout", "seconds": 6, "count": 1}]})
     try:
         first = instance(node, name, type="container", image=TEMPLATE)
     finally:

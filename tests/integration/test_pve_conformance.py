@@ -132,6 +132,8 @@ NAMED_FORMATS = {
     "pve-poolid": lambda v: re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+){0,2}", v),
     "pve-bridge-id": lambda v: re.fullmatch(r"[-_.\w\d]+", v),
     "pve-iface": lambda v: re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]{1,20}([:\.]\d+)?", v),
+    "pve-iface-list": lambda v: all(re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]{1,20}([:\.]\d+)?", x)
+                                    for x in re.split(r"[,;\s]+", v) if x),
     "pve-tag-list": lambda v: all(re.fullmatch(r"[a-z0-9_][a-z0-9_\-+.]*", t, re.I) for t in re.split(r"[;, ]", v) if t),
     "pve-userid": lambda v: re.fullmatch(r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+", v),
     "pve-realm": lambda v: re.fullmatch(r"[A-Za-z][A-Za-z0-9.\-_]+", v),

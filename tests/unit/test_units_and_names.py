@@ -27,11 +27,24 @@ def test_size_none_is_not_asked():
     assert size_to_mib(None, "memory") is None
 
 
-@given(st.integers(min_value=1, max_value=10 ** 9))
+@given(st.integers(min_value=1, max_value=1024 ** 3))
 def test_integer_sizes_are_mib(value):
     assert size_to_mib(value, "memory") == value
     assert size_to_mib(f"{value}MiB", "memory") == value
-    assert size_to_mib(f"{value}GiB", "memory") == value * 1024
+    if value <= 1024 ** 2:
+        assert size_to_mib(f"{value}GiB", "memory") == value * 1024
+
+
+@pytest.mark.parametrize("value", ["9" * 400, 10 ** 30, 1024 ** 3 + 1, "1025TiB", "2PB"])
+def test_sizes_beyond_a_pib_name_the_option(value):
+    with pytest.raises(InvalidSpec, match="^memory: "):
+        size_to_mib(value, "memory")
+
+
+@pytest.mark.parametrize("name", ["web-1\n", "web-1\r\n", "\nweb-1"])
+def test_a_trailing_or_leading_newline_is_not_a_name(name):
+    with pytest.raises(InvalidSpec, match="^name: "):
+        check_name(name)
 
 
 @pytest.mark.parametrize("value, cores", [(1, 1), ("2", 2), (0.5, 0.5), ("1.25", 1.25), (2.0, 2)])

@@ -102,6 +102,10 @@ class Provider:
         """Refuse what this backend or node cannot do, before anything is written (may read)."""
         self.check_type(spec)
 
+    def check_inside_road(self, spec):
+        """A password or keys are set inside the instance after it is created: a backend whose road for that is
+        closed under the node's rule says so here, before anything is created (none is by default)."""
+
     def drift(self, instance, spec):
         """Fields whose current value differs from what was asked: {field: (current, wanted)}."""
         raise NotImplementedError

@@ -47,8 +47,8 @@ CONFIG_KEYS = {"vmid": ("container", "vm"), "storage": ("container", "vm"), "onb
 # Settled at creation; a different value means a new guest.
 CREATE_ONLY = ("vmid", "storage", "unprivileged")
 LOCKS_OF_CREATION = ("create", "clone")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
-_VOLUME = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]:(vztmpl|iso|import)/[^/]+$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)\Z")
+_VOLUME = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]:(vztmpl|iso|import)/[^/\s]+\Z")
 NEXTID_ATTEMPTS = 25
 
 
@@ -244,9 +244,13 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
 
     def _call(self, method, path, params=None, what=None):
         """One write that may or may not start a task; waits when it does."""
-        # Over SSH, pvesh waits for the task itself: the command may take as long as the task may.
-        return self._guest_task(lambda client: client.request(method, path, params, timeout=self.timeout + 30),
+        return self._guest_task(lambda client: client.request(method, path, params, timeout=self._wait(client)),
                                 what or f"{method} {path}")
+
+    def _wait(self, client):
+        """How long a task-starting request may take: over SSH pvesh waits for the task itself, so as long as
+        the task may; over the API the answer (a UPID) comes at once, so the API's own timeout (None)."""
+        return self.timeout + 30 if client.label == "ssh" else None
 
     # -- reads --------------------------------------------------------------------------------------------------
     def version(self):
@@ -406,6 +410,15 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
                 raise InvalidSpec(f"network.bridge: there is no bridge {bridge!r} on Proxmox node {self.node.name}; "
                                   f"it has {', '.join(sorted(map(str, known))) or 'none'}")
 
+    def check_inside_road(self, spec):
+        if spec.type == "container":
+            self.router.ssh("a password or keys inside a Proxmox container (pct exec)")
+        elif self.router.transport == "ssh":
+            api = self.node.api
+            if api is None or not (api.token_id and api.token_secret):
+                raise Unsupported("password: over SSH a VM's password goes to the node's own API through the SSH "
+                                  "connection; give node.api.token_id and node.api.token_secret")
+
     def _check_image(self, spec):
         image = spec.image
         if image.startswith("clone:"):
@@ -444,7 +457,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
             value = network.get(key)
             if value is None:
                 continue
-            if value not in ("auto", "none") and not re.match(r"^[0-9a-fA-F:.]+/\d{1,3}$", value):
+            if value not in ("auto", "none") and not re.match(r"^[0-9a-fA-F:.]+/\d{1,3}\Z", value):
                 raise InvalidSpec(f"network.{key}: {value!r}; use auto, none or an address with its prefix (CIDR)")
             wanted = {"auto": "dhcp" if key == "ipv4" else "auto", "none": "manual"}.get(value, value)
             (nic if spec.type == "container" else ipconfig)[word] = wanted
@@ -550,7 +563,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
                           scsi0=f"{storage}:0,import-from={spec.image}", ide2=f"{storage}:cloudinit",
                           serial0="socket")
         self._with_vmid(spec, lambda client, vmid: client.request("POST", f"/nodes/{node}/{kind}",
-                                                                  dict(params, vmid=vmid), timeout=self.timeout + 30))
+                                                                  dict(params, vmid=vmid), timeout=self._wait(client)))
         if kind == "qemu" and content == "import" and spec.disk is not None:
             self._grow_after_create(spec)
 
@@ -567,7 +580,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
             params["storage"] = storage
         vmid = self._with_vmid(spec, lambda client, vmid: client.request(
             "POST", f"/nodes/{node}/{kind}/{int(template['vmid'])}/clone", dict(params, newid=vmid),
-            timeout=self.timeout + 30))
+            timeout=self._wait(client)))
         settings = self._settings(spec, kind, cloudinit=kind == "qemu")
         settings["description"] = IMAGE_MARK + spec.image
         self._call("PUT", self._guest_path(kind, vmid, "/config"), settings, f"configure {spec.name}")
@@ -648,8 +661,14 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
     def _power(self, instance, action, params=None):
         kind = KIND[instance.type]
         self._wait_unlocked(instance)
-        self._call("POST", self._guest_path(kind, instance.id, f"/status/{action}"), params,
-                   f"{action} {instance.name}")
+        try:
+            self._call("POST", self._guest_path(kind, instance.id, f"/status/{action}"), params,
+                       f"{action} {instance.name}")
+        except BackendError as error:
+            # Another run (a fork, a worker left by a killed play) got there first: the state asked for holds.
+            done = "already running" if action == "start" else "not running"
+            if action == "reboot" or done not in str(error):
+                raise
 
     def start(self, instance, timeout):
         self._power(instance, "start")
@@ -789,7 +808,7 @@ def _config_params(extras):
 
 
 def _has_cloudinit(config):
-    return any(re.match(r"^(ide|scsi|sata)\d+$", key) and "cloudinit" in str(value) for key, value in config.items())
+    return any(re.match(r"^(ide|scsi|sata)\d+\Z", key) and "cloudinit" in str(value) for key, value in config.items())
 
 
 def _refuse_without_cloudinit(spec, why):
@@ -865,7 +884,7 @@ def _memory(config):
 def _root_disk(config):
     order = options_of(config.get("boot")).get("order", "")
     keys = [key for key in order.split(";") if key] + sorted(
-        key for key in config if re.match(r"^(scsi|virtio|sata|ide)\d+$", key))
+        key for key in config if re.match(r"^(scsi|virtio|sata|ide)\d+\Z", key))
     for key in keys:
         value = config.get(key)
         if value and "media=cdrom" not in str(value):

@@ -31,7 +31,7 @@ BACKEND_METHODS = {
     "incus": ("proxy_device", "iptables", "nftables"),
     "proxmox": ("iptables", "nftables"),
 }
-_TAG_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+_TAG_PART = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 
 @dataclass
