@@ -7,6 +7,7 @@ collections path that points at this checkout. Playbook runs go through ansible-
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,24 @@ def node_with(node, **changes):
         else:
             result[key] = value
     return result
+
+
+def free_port():
+    """A TCP port on loopback that nothing listens on (at the moment of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_port(port, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
 def unique(prefix):

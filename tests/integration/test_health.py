@@ -22,18 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COLLECTIONS, LAB_DIR, ROOT, VENV_BIN, _collections_path, node_with, run_module, run_playbook
+from conftest import (COLLECTIONS, LAB_DIR, ROOT, VENV_BIN, _collections_path, free_port, node_with, run_module,
+                      run_playbook)
 
 OUTPUT = ROOT / "tests" / "output" / "health"
 MIB = 1024 * 1024
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_open(port):

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -49,7 +48,7 @@ def _integration_conftest():
 
 _conftest = _integration_conftest()
 LAB_DIR, DockerEvents, docker_cli = _conftest.LAB_DIR, _conftest.DockerEvents, _conftest.docker_cli
-node_with, run_module, unique = _conftest.node_with, _conftest.run_module, _conftest.unique
+node_with, run_module, unique, free_port = _conftest.node_with, _conftest.run_module, _conftest.unique, _conftest.free_port
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lxd_helpers import BACKENDS, Monitor, cli  # noqa: E402  (beside this file)
 
@@ -129,13 +128,6 @@ def served(tmp_path_factory):
     server.shutdown()
     server.server_close()
 
-
-def free_port():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 @pytest.fixture(scope="module")

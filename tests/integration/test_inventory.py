@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from pve_helpers import Api
-from conftest import COLLECTIONS, VENV_BIN, _collections_path, docker_cli, lab_nodes, node_with, run_playbook, unique
+from conftest import (COLLECTIONS, VENV_BIN, _collections_path, docker_cli, free_port, lab_nodes, node_with, run_playbook,
+                      unique)
 
 _collections_path()
 sys.path.insert(0, str(COLLECTIONS))
@@ -128,13 +129,6 @@ def addressed(node, name, timeout=60):
             raise AssertionError(f"{name} on {node['name']} has no address after {timeout}s: {instance}")
         time.sleep(0.5)
 
-
-def free_port():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def unreachable(node):

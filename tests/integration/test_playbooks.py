@@ -2,13 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import yaml
 
-from conftest import ROOT, VENV_BIN, _collections_path, run_playbook, unique
+from conftest import ROOT, VENV_BIN, _collections_path, free_port, run_playbook, unique
 
 
 def test_module_defaults_action_group_sets_the_node_once(nodes, tmp_path):
@@ -54,9 +53,7 @@ def test_demo_playbook_runs_on_the_lab():
 def test_demo_runs_on_the_simulator_alone_where_the_full_lab_cannot(tmp_path):
     """`make lab` without root or Debian starts only the Proxmox simulator (forced here with
     OCV_LAB_SIMULATOR_ONLY=1, on a port and in folders of the test's own); the demo then runs on it and says so."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     nodes_file = tmp_path / "nodes.yml"
     env = dict(os.environ, OCV_LAB_SIMULATOR_ONLY="1", OCV_LAB_DIR=str(tmp_path / "lab"),
                OCV_NODES_FILE=str(nodes_file), OCV_PVESIM_PORT=str(port))

@@ -7,12 +7,11 @@ request of its node tools, `pvesh` / `pct` / `qm`), and results are cross-read t
 import crypt
 import json
 import os
-import socket
 import threading
 from urllib.parse import unquote
 
 import pytest
-from conftest import node_with, run_module, run_playbook, unique
+from conftest import free_port, node_with, run_module, run_playbook, unique
 from pve_helpers import COMMAND_LOG, Api, RequestLog, proxmox_node
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
@@ -179,10 +178,7 @@ def test_disk_grows_only_and_recreate_needs_force(pve, names):
 
 # -- the execution rules ---------------------------------------------------------------------------------------
 def test_auto_falls_back_when_https_is_down(pve, names):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    node = node_with(pve_node("auto"), api={"url": f"https://127.0.0.1:{closed}"})
+    node = node_with(pve_node("auto"), api={"url": f"https://127.0.0.1:{free_port()}"})
     name = names()
     result = instance(node, name, type="container", image=TEMPLATE)
     assert result.get("failed") is not True, result

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,24 +30,8 @@ sys.path.insert(0, str(ROOT / "lab"))
 from pvesim import guestos  # noqa: E402  (the simulator's own code, for the guest shell table)
 
 
+from conftest import free_port, wait_port  # noqa: E402
 from pve_helpers import Api, proxmox_node  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
 class PrivateSimulator:

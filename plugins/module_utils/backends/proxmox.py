@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 import time
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.proxmox_images import (
@@ -137,9 +137,7 @@ def tunnel_client(node, ssh):
     from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import SocketStream, tls_context
 
     api = node.api
-    port = 8006
-    if api.url and ":" in api.url.split("://", 1)[-1].split("/", 1)[0]:
-        port = int(api.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1])
+    port = urlsplit(api.url).port or 8006
     context = tls_context(api.validate_certs, api.ca_file)
 
     def open_stream():
@@ -169,9 +167,6 @@ class _Progress:
 
     def progress(self, line):
         self.lines.append(line)
-
-    def step(self, description, action):
-        return action()
 
 
 class ProxmoxProvider(ProxmoxImageMethods, Provider):
@@ -211,8 +206,8 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         api = self.node.api
         if api is None or not (api.token_id and api.token_secret):
             raise Unsupported(f"{what}: over SSH a secret goes to the node's own API through the SSH connection "
-                              "(pvesh would show it in the node's process list); give node.api.token_id and "
-                              "node.api.token_secret (node.api.url may stay unset under ssh_only)")
+                              "(pvesh would show it in the node's process list); give node.api with url, token_id and "
+                              "token_secret (under ssh_only only the url's port is used, on the node itself)")
         if self._tunnel is None:
             self._tunnel = tunnel_client(self.node, self.router.ssh(what).ssh)
         return self._tunnel
@@ -647,6 +642,9 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
 
     def _wait_unlocked(self, instance):
         """A guest being created (by a run whose answer was lost, say) is locked until its task ends."""
+        known = self._configs.get(instance.id)
+        if known is not None and known.get("lock") not in LOCKS_OF_CREATION:
+            return  # read with the instance in this run, and not being created: nothing to wait for
         kind = KIND[instance.type]
         deadline = time.monotonic() + self.timeout
         while True:
@@ -686,8 +684,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
     def delete(self, instance, timeout):
         kind = KIND[instance.type]
         self._wait_unlocked(instance)
-        current = self._pve("GET", self._guest_path(kind, instance.id, "/status/current")) or {}
-        if current.get("status") == "running":
+        if instance.status in ("running", "paused"):  # read just before, with the instance
             self._power(instance, "stop")
         params = {"purge": 1, "destroy-unreferenced-disks": 1}
         try:

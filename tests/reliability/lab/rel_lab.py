@@ -38,6 +38,7 @@ from pve_helpers import Api  # noqa: E402  (the integration tests' raw PVE clien
 
 LAB_DIR = lab.LAB_DIR
 run_module, run_playbook, node_with, docker_cli = lab.run_module, lab.run_playbook, lab.node_with, lab.docker_cli
+free_port, wait_port = lab.free_port, lab.wait_port
 DockerEvents = lab.DockerEvents
 ARGV_LOG = LAB_DIR / "ssh" / "argv.log"
 COMMANDS_LOG = LAB_DIR / "ssh" / "commands.log"
@@ -54,21 +55,6 @@ def nodes():
     return lab.lab_nodes()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
 class LogTail:
