@@ -288,6 +288,8 @@ class Harness:
     def __init__(self, args):
         self.args = args
         self.scale = SCALES[args.scale]
+        if args.sizes:
+            self.scale = dict(self.scale, sizes=sorted(int(size) for size in args.sizes.split(",")))
         self.workspace = Workspace()
         self.results = Results()
         self.peer_bin = None
@@ -543,10 +545,12 @@ class Harness:
         what = (f"8 node entries on the same {kind} daemon (names bench-{kind}-0..7, same socket and project), "
                 f"each listing its {size} instances")
         self.results.add(case="inventory 8 nodes", backend=kind, size=size, ours=summary["ours"],
-                         reference=summary["ours-1"], reference_label="ours, 1 node", target_max=1.2,
+                         reference=summary["ours-1"], reference_label="ours, 1 node",
                          ours_requests=counts["ours"]["requests"],
                          note=what + "; one daemon on 2 CPUs serves all 8, so this measures that daemon's "
-                                     "contention more than the plugin's parallelism")
+                                     "contention more than the plugin's parallelism. No target here: the issue "
+                                     "sets the 8-node target on the simulator with added latency (the Proxmox "
+                                     "row), where nodes are independent as real ones are")
         self.results.add(case="inventory 8 nodes", backend=kind, size=size, ours=summary["ours"],
                          reference=summary["peer"],
                          reference_label=f"{backend.peer_inventory_plugin.split('.', 2)[2]} x8 sources",
@@ -994,6 +998,8 @@ def main(argv=None):
     parser.add_argument("--cases", default="ping,noop,create,inventory",
                         help="comma-separated subset of ping,noop,create,inventory")
     parser.add_argument("--rounds", type=int, help="rounds of every case (default: per scale and case)")
+    parser.add_argument("--sizes", help="comma-separated inventory sizes on one node, instead of the scale's "
+                                        "(the 8-node case runs when the scale's 8-node size is among them)")
     parser.add_argument("--no-matplotlib", action="store_true", help="write the SVG chart, never a PNG")
     parser.add_argument("--keep-workspace", action="store_true", help="keep the scratch folder (configs, playbooks)")
     args = parser.parse_args(argv)

@@ -7,9 +7,8 @@ What every backend's image methods share, so that each is written once:
 
 - `Checksum`: `sha256:<hex>` / `sha512:<hex>`, computed on the controller (`file_digest`) or on the node
   (`NodeStaging.digest`).
-- `send_streamed` / `read_head` / `iter_body` / `read_body`: one HTTP request whose body (a tar of any size)
-  is streamed from files, and whose answer can be read as it arrives (Docker's JSON progress lines), over
-  the very HttpClient the backend already speaks through (unix socket, TLS, or an SSH channel).
+- `json_lines`: Docker's JSON progress lines, from an answer read as it arrives (HttpClient.iter_body); request
+  bodies (a tar of any size) stream from files through HttpClient.send.
 - `NodeStaging`: a private directory on the node (`/var/tmp/ocv-image.XXXXXXXX`, disk-backed where /tmp may
   be a small tmpfs), removed at the end of the run whatever happened. Files reach it streamed over an SSH
   exec channel (`cat > file`), which works on every OpenSSH server, also where SFTP is disabled or a
@@ -26,11 +25,9 @@ import re
 import socket
 import tarfile
 import time
-from urllib.parse import urlencode
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, OperationTimeout, TransportError, VirtError)
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import HttpResponse
 
 CHUNK = 1 << 16
 ALGORITHMS = {"sha256": 64, "sha512": 128}
@@ -123,99 +120,6 @@ def docker_tar_image_id(path):
     return image_id_from_manifest(text, f"path {path}")
 
 
-# -- streamed HTTP over the backend's own HttpClient --------------------------------------------------------------
-def target_of(http, encoded_path, query=None):
-    target = http.base_path + encoded_path
-    if query:
-        target += "?" + urlencode(query, doseq=True)
-    return target
-
-
-def send_streamed(http, method, target, headers=None, parts=(), timeout=None):
-    """Send one request whose body is `parts`: bytes, or paths of controller files streamed in chunks.
-
-    `target` is already encoded (see `target_of`). Content-Length is the sum of the parts. A failure while
-    sending is TransportError(sent=True): the server may have seen part of it.
-    """
-    length = sum(len(part) if isinstance(part, bytes) else os.path.getsize(part) for part in parts)
-    all_headers = {"Host": http.host_header, "User-Agent": "oneclickvirt.virt", **http.headers, **(headers or {}),
-                   "Content-Length": str(length)}
-    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in all_headers.items())
-    stream = http._connect()
-    stream.settimeout(timeout or http.timeout)
-    try:
-        stream.send_all(head.encode("latin-1") + b"\r\n")
-        for part in parts:
-            if isinstance(part, bytes):
-                stream.send_all(part)
-                continue
-            with open(part, "rb") as handle:
-                while True:
-                    chunk = handle.read(CHUNK)
-                    if not chunk:
-                        break
-                    stream.send_all(chunk)
-    except (OSError, socket.timeout, EOFError) as error:
-        http.close()
-        raise TransportError(f"{method} {target.split('?', 1)[0]}: sending failed: {error}", sent=True)
-    http.requests_sent += 1
-
-
-def read_head(http, method, target):
-    try:
-        return http._read_head()
-    except (OSError, socket.timeout, EOFError, ValueError) as error:
-        http.close()
-        raise TransportError(f"{method} {target.split('?', 1)[0]}: no answer: {error or type(error).__name__}",
-                             sent=True)
-
-
-def iter_body(http, headers, method, target):
-    """The answer's body, chunk by chunk as it arrives (chunked, sized, or until the server closes)."""
-    try:
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                size = int(http._read_until(b"\r\n").split(b";")[0], 16)
-                if size == 0:
-                    http._read_until(b"\r\n")
-                    break
-                yield http._read_exact(size)
-                http._read_exact(2)
-        elif "content-length" in headers:
-            remaining = int(headers["content-length"])
-            while remaining:
-                if not http.buffer:
-                    http._fill()
-                chunk, http.buffer = http.buffer[:remaining], http.buffer[remaining:]
-                remaining -= len(chunk)
-                yield chunk
-        else:
-            while True:
-                if http.buffer:
-                    chunk, http.buffer = http.buffer, b""
-                    yield chunk
-                try:
-                    http._fill()
-                except EOFError:
-                    if http.buffer:
-                        chunk, http.buffer = http.buffer, b""
-                        yield chunk
-                    http.close()
-                    return
-    except (OSError, socket.timeout, EOFError, ValueError) as error:
-        http.close()
-        raise TransportError(f"{method} {target.split('?', 1)[0]}: the answer broke off: "
-                             f"{error or type(error).__name__}", sent=True)
-    if headers.get("connection", "").lower() == "close":
-        http.close()
-
-
-def read_response(http, method, target):
-    status, headers = read_head(http, method, target)
-    body = b"" if method == "HEAD" or status in (204, 304) else b"".join(iter_body(http, headers, method, target))
-    return HttpResponse(status, headers, body)
-
-
 def json_lines(chunks):
     """JSON documents, one per line, from a stream of chunks (Docker's progress streams)."""
     pending = b""
@@ -235,16 +139,20 @@ def json_lines(chunks):
             yield {"stream": pending.decode("utf-8", "replace")}
 
 
-def multipart(fields, file_field, file_name, file_path, boundary=None):
-    """(content type, parts) of a multipart/form-data body with one streamed file part, the file last."""
+def multipart(fields, files, boundary=None):
+    """(content type, parts) of a multipart/form-data body: plain `fields` (name, value), then streamed `files`
+    (field name, file name, controller path) in their order."""
     boundary = boundary or "ocv" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
-    head = b""
+    parts, text = [], ""
     for name, value in fields:
-        head += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode("utf-8")
-    head += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{file_name}\"\r\n"
-             "Content-Type: application/octet-stream\r\n\r\n").encode("utf-8")
-    tail = f"\r\n--{boundary}--\r\n".encode("utf-8")
-    return f"multipart/form-data; boundary={boundary}", [head, file_path, tail]
+        text += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+    for field, file_name, path in files:
+        text += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n")
+        parts += [text.encode("utf-8"), path]
+        text = "\r\n"
+    parts.append(f"{text}--{boundary}--\r\n".encode("utf-8"))
+    return f"multipart/form-data; boundary={boundary}", parts
 
 
 # -- files on the node --------------------------------------------------------------------------------------------

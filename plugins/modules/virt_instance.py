@@ -112,7 +112,11 @@ options:
         description: V(auto), V(none) or a CIDR.
         type: str
       ipv6:
-        description: V(auto), V(none) or a CIDR.
+        description:
+          - V(auto), V(none) or a CIDR.
+          - On LXD and Incus a start waits for the IPv4 address the network hands out; it waits for the IPv6
+            address too only when this option is set on a new instance (SLAAC takes about a second longer).
+            Without it, RV(instance.ipv6) may still be null right after a create.
         type: str
       bandwidth_in:
         description: Ingress limit in Mbit/s.
@@ -284,7 +288,7 @@ instance:
       type: str
       returned: always
     ipv6:
-      description: "Global IPv6 address."
+      description: "Global IPv6 address (on LXD/Incus right after a start, only when O(network.ipv6) was set)."
       type: str
       returned: always
     ports:

@@ -228,6 +228,33 @@ def test_ten_parallel_creates_without_vmids(pve, names):
     assert len(vmids) == 10 and len(set(vmids)) == 10
 
 
+def test_two_runs_creating_one_name_at_once_leave_one_guest(pve, names):
+    """Proxmox VE keeps no name unique. Two runs that both found the name absent (their /cluster/nextid answers
+    are held until both have looked) each create a guest; each keeps the lowest VMID, the newer twin is deleted
+    again, and both runs report the one guest that is left."""
+    name = names("t-twin")
+    results = []
+    pve.control("PUT", "/_sim/faults", {"rules": [
+        {"path": "^/cluster/nextid$", "method": "GET", "via": "api", "action": "timeout", "seconds": 2, "count": 2}]})
+    try:
+        threads = [threading.Thread(target=lambda: results.append(
+            instance(pve_node("api_only"), name, type="container", image=TEMPLATE))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    finally:
+        pve.control("DELETE", "/_sim/faults")
+    assert len(results) == 2 and not [result["msg"] for result in results if result.get("failed")], results
+    guests = guests_named(pve, name)
+    assert len(guests) == 1, guests
+    assert {result["instance"]["id"] for result in results} == {str(guests[0]["vmid"])}
+    assert {result["instance"]["status"] for result in results} == {"running"}
+    assert sum("another run created" in json.dumps(result.get("warnings")) for result in results) == 1
+    again = instance(pve_node("api_only"), name, type="container", image=TEMPLATE)
+    assert again["changed"] is False and again["instance"]["id"] == str(guests[0]["vmid"])
+
+
 def test_an_explicit_vmid_wins_and_a_taken_one_is_an_error(pve, names):
     free = pve.data("GET", "/cluster/nextid") + 500
     name = names()

@@ -225,7 +225,7 @@ def test_json_lines_across_chunks():
 def test_multipart_is_what_a_form_parser_reads(tmp_path):
     upload = tmp_path / "t.tar.gz"
     upload.write_bytes(b"\x1f\x8b binary \r\n--not-a-boundary")
-    content_type, parts = multipart([("content", "vztmpl"), ("checksum", SHA)], "filename", "t.tar.gz", str(upload))
+    content_type, parts = multipart([("content", "vztmpl"), ("checksum", SHA)], [("filename", "t.tar.gz", str(upload))])
     body = b"".join(part if isinstance(part, bytes) else open(part, "rb").read() for part in parts)
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
@@ -233,6 +233,20 @@ def test_multipart_is_what_a_form_parser_reads(tmp_path):
     assert fields["content"].get_payload(decode=True) == b"vztmpl"
     assert fields["filename"].get_filename() == "t.tar.gz"
     assert fields["filename"].get_payload(decode=True) == upload.read_bytes()
+
+
+def test_multipart_with_two_files_keeps_their_order(tmp_path):
+    # LXD's split image upload: the metadata tarball first, then the rootfs, as two file parts and no fields.
+    meta, rootfs = tmp_path / "meta.tar.gz", tmp_path / "rootfs.tar.gz"
+    meta.write_bytes(b"metadata bytes\r\n")
+    rootfs.write_bytes(b"rootfs \x00 bytes")
+    content_type, parts = multipart([], [("metadata", "metadata", str(meta)), ("rootfs", "rootfs", str(rootfs))])
+    body = b"".join(part if isinstance(part, bytes) else open(part, "rb").read() for part in parts)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    received = [(part.get_param("name", header="content-disposition"), part.get_payload(decode=True))
+                for part in message.iter_parts()]
+    assert received == [("metadata", meta.read_bytes()), ("rootfs", rootfs.read_bytes())]
 
 
 # -- the flow, against a fake backend -------------------------------------------------------------------------------

@@ -464,63 +464,141 @@ def test_exec_needs_a_running_instance():
         made.exec(made._instance({"name": "c1", "status": "Stopped"}), ["true"])
 
 
-# -- the API road's TLS ------------------------------------------------------------------------------------------------
-def test_api_session_pins_the_server_certificate_and_ignores_the_environment(monkeypatch, tmp_path):
-    import pylxd
-    import ssl
+# -- the API road ---------------------------------------------------------------------------------------------------
+class HttpDaemon:
+    """A threaded HTTP server (on a unix socket, or TLS on a loopback port) that answers every request with
+    `answer(method, target)` and records what it saw."""
+
+    def __init__(self, answer, unix_path=None, tls=None):
+        import http.server
+        import socketserver
+        import ssl
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                self.server.seen.append((self.command, self.path, dict(self.headers), body))
+                data = json.dumps(answer(self.command, self.path)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _reply
+
+            def log_message(self, *args):
+                pass
+
+        if unix_path:
+            class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+                daemon_threads = True
+
+                def get_request(self):
+                    request, _ = super().get_request()
+                    return request, ("unix", 0)  # BaseHTTPRequestHandler wants a (host, port) pair
+
+            self.server = Server(str(unix_path), Handler)
+        else:
+            class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+                daemon_threads = True
+
+            self.server = Server(("127.0.0.1", 0), Handler)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.server.seen = []
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def seen(self):
+        return self.server.seen
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def self_signed(tmp_path, name):
     import subprocess
 
-    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=t"], check=True,
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"], check=True,
                    capture_output=True)
-    seen = {}
+    return str(cert), str(key)
 
-    class StubClient:
-        def __init__(self, endpoint, session, timeout):
-            seen.update(endpoint=endpoint, session=session)
-            self.host_info = {"auth": "trusted"}
 
-    monkeypatch.setattr(pylxd, "Client", StubClient)
+def test_api_road_speaks_plain_http_over_the_socket_with_encoded_paths_and_etags(tmp_path):
+    answers = {"/1.0/images/aliases/debian%2F12?project=p1": sync({"target": "abc"})}
+    daemon = HttpDaemon(lambda method, target: answers.get(target, sync({})), unix_path=tmp_path / "unix.socket")
+    try:
+        raw = {"name": "n1", "type": "incus", "execution_rule": "api_only", "project": "p1",
+               "api": {"url": f"unix://{tmp_path / 'unix.socket'}"}}
+        client = IncusProvider(validate_node_dict(raw)).make_api_client()
+        reply = client.request("GET", "/1.0/images/aliases/debian%2F12?project=p1")
+        client.request("PUT", "/1.0/instances/c1?project=p1", body={"config": {"a": "b"}}, etag='"e1"')
+        client.close()
+    finally:
+        daemon.stop()
+    assert reply.metadata == {"target": "abc"}
+    # A name quoted by the provider reaches the daemon as it was quoted, not quoted twice (or unquoted). The
+    # socket's clients are all trusted: no GET /1.0 first.
+    assert [(method, target) for method, target, headers, body in daemon.seen] == [
+        ("GET", "/1.0/images/aliases/debian%2F12?project=p1"), ("PUT", "/1.0/instances/c1?project=p1")]
+    put = daemon.seen[1]
+    assert put[2]["If-Match"] == '"e1"' and json.loads(put[3]) == {"config": {"a": "b"}}
+
+
+def test_https_road_pins_the_server_checks_trust_and_ignores_requests_ca_bundle(monkeypatch, tmp_path):
+    server_cert, server_key = self_signed(tmp_path, "server")
+    client_cert, client_key = self_signed(tmp_path, "client")
+    other_cert, _ = self_signed(tmp_path, "other")
+    trusted = {"value": "trusted"}
+    daemon = HttpDaemon(lambda method, target: sync({"auth": trusted["value"]}), tls=(server_cert, server_key))
+    # The environment's CA bundle would refuse this self-signed server: the pin must win.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    raw = {"name": "n1", "type": "lxd", "execution_rule": "api_only",
-           "api": {"url": "https://127.0.0.1:8443", "client_cert": str(cert), "client_key": str(key),
-                   "server_cert": str(cert)}}
-    client = LxdProvider(validate_node_dict(raw)).make_api_client()
-    session = seen["session"]
-    assert session.trust_env is False, "REQUESTS_CA_BUNDLE must not replace the pin"
-    assert session.cert == (str(cert), str(key)) and session.verify is False
-    adapter = session.get_adapter("https://127.0.0.1:8443/1.0")
-    assert type(adapter).__name__ == "PinnedAdapter"
-    import hashlib
-    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-    assert client.fingerprint == hashlib.sha256(der).hexdigest()
+    try:
+        def client(pin):
+            raw = {"name": "n1", "type": "lxd", "execution_rule": "api_only",
+                   "api": {"url": daemon.url, "client_cert": client_cert, "client_key": client_key,
+                           "server_cert": pin}}
+            return LxdProvider(validate_node_dict(raw)).make_api_client()
+
+        client(server_cert).close()
+        assert [target for method, target, headers, body in daemon.seen] == ["/1.0"]
+        with pytest.raises(TransportError, match="is not the pinned api.server_cert") as refused:
+            client(other_cert)
+        assert refused.value.sent is False
+        assert len(daemon.seen) == 1, "a wrong pin sends nothing"
+        trusted["value"] = "untrusted"
+        with pytest.raises(TransportError, match="does not trust the client certificate"):
+            client(server_cert)
+    finally:
+        daemon.stop()
 
 
-def test_untrusted_client_and_unreachable_socket_are_transport_failures(monkeypatch):
-    import pylxd
-
-    class Untrusted:
-        def __init__(self, **kwargs):
-            self.host_info = {"auth": "untrusted"}
-
-    monkeypatch.setattr(pylxd, "Client", Untrusted)
+def test_missing_socket_is_a_transport_failure(monkeypatch):
     monkeypatch.setattr(IncusProvider, "default_socket", "/nonexistent/incus/unix.socket")
     raw = {"name": "n1", "type": "incus", "execution_rule": "api_only", "api": {"url": "unix:///"}}
     with pytest.raises(TransportError, match="does not exist"):
         IncusProvider(validate_node_dict(raw)).make_api_client()  # the default socket is not on this test host
-    raw["api"]["url"] = "unix:///dev/null"
-    with pytest.raises(TransportError, match="does not trust"):
-        IncusProvider(validate_node_dict(raw)).make_api_client()
 
 
-def test_which_requests_failures_may_have_reached_the_daemon():
-    import requests
-    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+def test_api_road_imports_neither_pylxd_nor_requests():
+    import os
+    import subprocess
+    import sys
 
-    refused = requests.exceptions.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "refused")))
-    assert lxd_common._was_sent(refused) is False
-    assert lxd_common._was_sent(requests.exceptions.SSLError("Fingerprints did not match")) is False
-    dropped = requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
-    assert lxd_common._was_sent(dropped) is True
-    assert lxd_common._was_sent(requests.exceptions.ReadTimeout("read timed out")) is True
+    code = ("import sys\n"
+            "from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import lxd_common\n"
+            "print(sorted(name for name in ('pylxd', 'requests', 'urllib3') if name in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.stdout.strip() == "[]", result.stdout

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: oneclickvirt.virt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Backends registered by name, imported lazily: a docker task never imports pylxd or paramiko.
+"""Backends registered by name, imported lazily: a docker task never runs another backend's code.
 
 The imports sit inside small loader functions: Ansible still finds them when it packs a module
 (it reads every import of the source), but Python runs only the one the node's type asks for.

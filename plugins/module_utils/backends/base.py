@@ -169,3 +169,18 @@ class Provider:
         if result.rc != 0:
             raise VirtError(f"writing authorized_keys of {user!r} in {instance.name} failed: "
                             f"{(result.stderr or result.stdout).strip()}")
+
+
+def image_code(module_name, *names):
+    """Names from module_utils `images` or `image_transfer`, for a backend's image methods, imported by name.
+
+    Only virt_image and virt_image_info run those methods, and both modules import `images` (and so
+    `image_transfer`) themselves. Ansible's module packer follows import statements only, so importing them by
+    name here keeps about 40 KB of source out of the payload of every other module (virt_instance, virt_exec,
+    ...), which Ansible would otherwise read, parse and ship on every task. One value per name.
+    """
+    import importlib
+
+    module = importlib.import_module(f"ansible_collections.oneclickvirt.virt.plugins.module_utils.{module_name}")
+    values = tuple(getattr(module, name) for name in names)
+    return values[0] if len(values) == 1 else values

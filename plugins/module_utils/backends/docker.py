@@ -16,7 +16,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses, image_code
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, NotFound, OperationTimeout, TransportError, Unsupported)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import (
@@ -460,9 +460,9 @@ class DockerProvider(Provider):
                      used_by=sorted(users.get(data["Id"], [])), digests=digests)
 
     def image_source(self, request, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
-            docker_tar_image_id, file_digest, human_size, image_id_from_manifest, mismatch)
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource
+        docker_tar_image_id, file_digest, human_size, image_id_from_manifest, mismatch = image_code(
+            "image_transfer", "docker_tar_image_id", "file_digest", "human_size", "image_id_from_manifest", "mismatch")
+        ImageSource = image_code("images", "ImageSource")
 
         if request.source == "pull":
             return self._pull_source(request)
@@ -504,8 +504,8 @@ class DockerProvider(Provider):
                            predicted=predicted)
 
     def _pull_source(self, request):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import mismatch
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource, split_reference
+        mismatch = image_code("image_transfer", "mismatch")
+        ImageSource, split_reference = image_code("images", "ImageSource", "split_reference")
 
         name = request.name
         repository, _tag, digest = split_reference(name)
@@ -527,7 +527,7 @@ class DockerProvider(Provider):
                            fetch=lambda run: self._pull(name, run), predicted=predicted)
 
     def _pull(self, name, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import split_reference
+        split_reference = image_code("images", "split_reference")
 
         repository, tag, digest = split_reference(name)
         query = {"fromImage": f"{repository}@{digest}"} if digest else {"fromImage": repository, "tag": tag}
@@ -553,15 +553,14 @@ class DockerProvider(Provider):
         """A request whose answer is a stream of JSON progress lines; an `error` line is a failure."""
         from urllib.parse import quote
 
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
-            iter_body, json_lines, read_head, send_streamed, target_of)
+        json_lines = image_code("image_transfer", "json_lines")
 
         def send(engine):
             http = engine.http
-            target = target_of(http, quote(path, safe="/:@"), query)
-            send_streamed(http, method, target, headers, parts, timeout=self.timeout)
-            status, response_headers = read_head(http, method, target)
-            chunks = iter_body(http, response_headers, method, target)
+            target = http.target(quote(path, safe="/:@"), query)
+            http.send(method, target, headers, parts, timeout=self.timeout)
+            status, response_headers = http.receive_head(method, target)
+            chunks = http.iter_body(response_headers, method, target)
             if status >= 400:
                 response = HttpResponse(status, response_headers, b"".join(chunks))
                 raise (NotFound if status == 404 else BackendError)(f"docker {what} failed ({status}): "
@@ -580,7 +579,7 @@ class DockerProvider(Provider):
         return self.router.run(True, send)
 
     def add_image_alias(self, image, alias):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import split_reference
+        split_reference = image_code("images", "split_reference")
 
         repository, tag, _digest = split_reference(alias)
         self._call("POST", f"/images/{image.id}/tag", query={"repo": repository, "tag": tag or "latest"})

@@ -4,7 +4,8 @@
 """LXD and Incus: one provider for the REST API the two daemons share, and the two roads to it.
 
 - The API road (`LxdApiClient`): the daemon's REST API over its unix socket, or over HTTPS with a client
-  certificate and a pinned server certificate, through pylxd's requests session.
+  certificate and a pinned server certificate, through the collection's own HTTP client (no pylxd or
+  requests to import: a no-op task stays close to the cost of `ping`).
 - The SSH road (`LxdSshClient`): `lxc query` / `incus query` on the node, which talks to the daemon's local
   socket. The CLI reads request bodies only from its argv (`-d -` is taken literally), so bodies travel
   there; secrets never do: a password goes only through exec, on stdin.
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import Provider, count_statuses, image_code
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, Conflict, InvalidSpec, NotFound, OperationTimeout, TransportError, UncertainWrite, Unsupported,
     VirtError)
@@ -214,117 +215,65 @@ def _error(status, message, what):
 
 
 # -- the API road ----------------------------------------------------------------------------------------------
-def _was_sent(error):
-    """Whether a requests failure may have happened after the request reached the daemon."""
-    seen, cause = set(), error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        name = type(cause).__name__
-        if name in ("NewConnectionError", "ConnectTimeoutError", "ConnectTimeout", "SSLError", "NameResolutionError",
-                    "ConnectionRefusedError", "FileNotFoundError", "gaierror", "LocationParseError"):
-            return False
-        if "Fingerprints did not match" in str(cause) or "CERTIFICATE_VERIFY_FAILED" in str(cause):
-            return False
-        nested = getattr(cause, "reason", None)
-        if nested is None and getattr(cause, "args", None):
-            nested = next((arg for arg in cause.args if isinstance(arg, BaseException)), None)
-        cause = nested or cause.__cause__ or cause.__context__
-    return True
-
-
-def _pinned_adapter(fingerprint):
-    import requests.adapters
-
-    class PinnedAdapter(requests.adapters.HTTPAdapter):
-        """Verifies the peer by the SHA-256 of its whole certificate, byte for byte, before any request.
-
-        LXD/Incus server certificates are self-signed and name no address, so a CA check and a host name
-        check say nothing; the pin says everything. urllib3 checks it right after the handshake.
-        """
-
-        def cert_verify(self, conn, url, verify, cert):
-            super().cert_verify(conn, url, False, cert)
-            conn.assert_fingerprint = fingerprint
-
-    return PinnedAdapter()
-
-
 class LxdApiClient(LxdClient):
-    """The daemon's REST API through pylxd's Client, used only as the HTTP session (raw requests)."""
+    """The daemon's REST API through the collection's own HTTP client (transport/http.py): over the unix socket,
+    or over HTTPS with the client certificate, the server checked by its pinned certificate (or a CA)."""
 
     label = "api"
 
     def __init__(self, api, default_socket, warn):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import pem_fingerprint
+        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import (
+            HttpClient, open_socket, pem_fingerprint, tls_context)
 
-        self.settings = api
         self.timeout = api.timeout
         self.wait_slice = max(1, min(WAIT_SLICE, api.timeout - 5))
-        self.warn = warn
         parts = urlsplit(api.url)
+        context, self.fingerprint = None, None
         if parts.scheme == "unix":
-            self.socket_path = parts.path if parts.path not in ("", "/") else default_socket
-            if not os.path.exists(self.socket_path):
-                raise TransportError(f"the daemon's socket {self.socket_path} does not exist (is the daemon running?)")
-            self.base = "http+unix://" + quote(self.socket_path, safe="")
+            socket_path = parts.path if parts.path not in ("", "/") else default_socket
+            if not os.path.exists(socket_path):
+                raise TransportError(f"the daemon's socket {socket_path} does not exist (is the daemon running?)")
+            url, host_header, base_path = "unix://" + socket_path, "lxd", ""
         else:
-            self.socket_path = None
-            self.base = api.url.rstrip("/")
-        self.fingerprint = pem_fingerprint(api.server_cert) if api.server_cert else None
-        try:
-            import pylxd
-            import requests
-        except ImportError as error:
-            raise TransportError(f"the LXD/Incus API transport needs the Python library pylxd on the host that runs "
-                                 f"the module ({error}); install it (pip install pylxd) or use execution_rule ssh_only")
-        self._requests = requests
-        session = pylxd.client.get_session_for_url(self.base)
-        # REQUESTS_CA_BUNDLE (and proxy variables) would replace the node's own TLS choice: ignore the environment.
-        session.trust_env = False
-        if self.socket_path is None:
-            session.cert = (api.client_cert, api.client_key) if api.client_cert else None
-            if self.fingerprint:
-                session.verify = False
-                session.mount(self.base, _pinned_adapter(self.fingerprint))
-            elif not api.validate_certs:
-                session.verify = False
+            url, host_header, base_path = f"https://{parts.netloc}", parts.netloc, parts.path.rstrip("/")
+            if not api.validate_certs and not api.server_cert:
                 warn(f"TLS certificate checking is off for {api.url} (api.validate_certs: false); pin "
                      "api.server_cert instead")
-            else:
-                session.verify = api.ca_file or True
-        self.session = session
-        try:
-            self.client = pylxd.Client(endpoint=self.socket_path or self.base, session=session, timeout=api.timeout)
-        except Exception as error:  # pylxd wraps every connection failure in its own type
-            raise TransportError(f"cannot reach {api.url}: {_reason(error)}")
-        if self.client.host_info.get("auth") != "trusted":
+            try:
+                self.fingerprint = pem_fingerprint(api.server_cert) if api.server_cert else None
+                context = tls_context(api.validate_certs, api.ca_file, api.server_cert, api.client_cert,
+                                      api.client_key)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                raise TransportError(f"cannot load the TLS files of {api.url} (api.server_cert, api.client_cert, "
+                                     f"api.client_key, api.ca_file): {error}")
+        self.open_stream = lambda: open_socket(url, self.timeout, context, self.fingerprint)
+        self.http = HttpClient(self.open_stream, host_header=host_header, timeout=self.timeout, base_path=base_path)
+        if parts.scheme == "unix":
+            return  # the daemon trusts every client of its socket (the socket's group is the access control)
+        status, _etag, document = self._send("GET", "/1.0", None, None)
+        if status >= 400 or ((document or {}).get("metadata") or {}).get("auth") != "trusted":
             raise TransportError(f"{api.url} does not trust the client certificate {api.client_cert}; add it on the "
                                  "node (`lxc config trust add` / `incus config trust add-certificate`)")
 
     def _send(self, method, path, body, etag):
+        """`path` comes encoded (names quoted with safe=''), query included."""
         headers = {"If-Match": etag} if etag else {}
-        try:
-            response = self.session.request(method, self.base + path, json=body, headers=headers, timeout=self.timeout)
-        except self._requests.exceptions.RequestException as error:
-            raise TransportError(f"{method} {path.split('?', 1)[0]} over {self.settings.url}: {_reason(error)}",
-                                 sent=_was_sent(error))
+        parts = ()
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            parts = (json.dumps(body).encode("utf-8"),)
+        return self._answer(self.http.exchange(method, self.http.target(path), headers, parts))
+
+    @staticmethod
+    def _answer(response):
         try:
             document = response.json()
         except ValueError:
-            document = {"type": "error", "error_code": response.status_code,
-                        "error": response.text.strip()[:300] or f"HTTP {response.status_code}"}
-        return response.status_code, response.headers.get("ETag"), document
+            document = {"type": "error", "error_code": response.status,
+                        "error": response.body.decode("utf-8", "replace").strip()[:300] or f"HTTP {response.status}"}
+        return response.status, response.headers.get("etag"), document
 
     # -- exec through the exec API's websockets -------------------------------------------------------------
-    def _open_stream(self):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import open_socket, tls_context
-
-        if self.socket_path:
-            return open_socket("unix://" + self.socket_path, self.timeout)
-        api = self.settings
-        context = tls_context(api.validate_certs, api.ca_file, api.server_cert, api.client_cert, api.client_key)
-        return open_socket(self.base, self.timeout, context, self.fingerprint)
-
     def exec(self, path, body, stdin, timeout, what):
         reply = self.request("POST", path, body=dict(body, **{"wait-for-websocket": True}), what=what, wait=False)
         fds = (reply.metadata or {}).get("metadata", {}).get("fds") or {}
@@ -333,7 +282,7 @@ class LxdApiClient(LxdClient):
         try:
             for fd in ("0", "1", "2"):
                 target = f"/1.0/operations/{operation_id}/websocket?" + urlencode({"secret": fds[fd]})
-                sockets[fd] = WebSocket.open(self._open_stream, target, self.timeout)
+                sockets[fd] = WebSocket.open(self.open_stream, self.http.target(target), self.timeout)
             readers = {fd: _Reader(sockets[fd]) for fd in ("1", "2")}
             if stdin:
                 data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
@@ -354,58 +303,33 @@ class LxdApiClient(LxdClient):
         return ExecResult(rc=rc if rc is not None else -1, stdout=readers["1"].text(), stderr=readers["2"].text())
 
     def close(self):
-        self.session.close()
+        self.http.close()
 
     # -- image uploads (virt_image) ------------------------------------------------------------------------------
     def post_image(self, path, files, headers, timeout, what):
         """POST /1.0/images with the image streamed from controller files: one file raw (a unified tarball),
         two as the daemon's multipart form (metadata first, then `rootfs`, or `rootfs.img` for a VM disk).
         Waits on the operation; returns its metadata ({fingerprint, size})."""
-        handles = [open(name, "rb") for name in files]
-        headers = dict(headers)
-        try:
-            if len(handles) == 2:
-                from requests_toolbelt import MultipartEncoder  # pylxd's own dependency
+        multipart = image_code("image_transfer", "multipart")
 
-                with open(files[1], "rb") as probe:
-                    rootfs = "rootfs.img" if probe.read(4) == b"QFI\xfb" else "rootfs"
-                body = MultipartEncoder([("metadata", ("metadata", handles[0], "application/octet-stream")),
-                                         (rootfs, (rootfs, handles[1], "application/octet-stream"))])
-                headers["Content-Type"] = body.content_type
-            else:
-                body = handles[0]
-                headers["Content-Type"] = "application/octet-stream"
-            try:
-                response = self.session.post(self.base + path, data=body, headers=headers, timeout=self.timeout)
-            except self._requests.exceptions.RequestException as error:
-                raise TransportError(f"{what} over {self.settings.url}: {_reason(error)}", sent=_was_sent(error))
-        finally:
-            for handle in handles:
-                handle.close()
-        try:
-            document = response.json()
-        except ValueError:
-            document = {"type": "error", "error_code": response.status_code, "error": response.text.strip()[:300]}
-        if document.get("type") == "error" or response.status_code >= 400:
-            raise _error(document.get("error_code") or response.status_code, document.get("error"), what)
+        headers = dict(headers)
+        if len(files) == 2:
+            with open(files[1], "rb") as probe:
+                rootfs = "rootfs.img" if probe.read(4) == b"QFI\xfb" else "rootfs"
+            headers["Content-Type"], parts = multipart([], [("metadata", "metadata", files[0]),
+                                                            (rootfs, rootfs, files[1])])
+        else:
+            headers["Content-Type"], parts = "application/octet-stream", list(files)
+        target = self.http.target(path)
+        self.http.send("POST", target, headers, parts, timeout=self.timeout)
+        status, _etag, document = self._answer(self.http.receive("POST", target))
+        if document.get("type") == "error" or status >= 400:
+            raise _error(document.get("error_code") or status, document.get("error"), what)
         operation = document.get("operation")
         if not operation:
             return document.get("metadata") or {}
         finished = self.wait_operation(operation, timeout, what)
         return (finished or {}).get("metadata") or {}
-
-
-def _reason(error):
-    """The one line of a requests failure that says what went wrong."""
-    text = str(error)
-    pin = re.search(r'Fingerprints did not match\. Expected "([0-9a-fA-F]+)", got "([0-9a-fA-F]+)"', text)
-    if pin:
-        return (f"TLS: the server's certificate (sha256 {pin.group(2)}) is not the pinned api.server_cert (sha256 "
-                f"{pin.group(1)}); refusing to talk to it")
-    errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
-    if errno:
-        return errno.group(0).strip()
-    return text[:300]
 
 
 class WebSocket:
@@ -588,6 +512,8 @@ class LxdLikeProvider(Provider):
         super().__init__(node, warn)
         self._read = {}  # name -> (raw instance, ETag or None): what drift and updates work from
         self._created_here = set()
+        self._wants_ipv6 = set()  # created by this run with network.ipv6 set: its start waits for IPv6 too
+        self._fresh = set()  # names whose cached read is the state right after this run's start
         self._pools = {}
 
     # -- transports ----------------------------------------------------------------------------------------
@@ -633,7 +559,11 @@ class LxdLikeProvider(Provider):
         return reply.metadata
 
     def get_instance(self, name):
-        data = self._fetch(name)
+        if name in self._fresh:  # read by the address wait right after a start: nothing has changed since
+            self._fresh.discard(name)
+            data = self._read.get(name, (None, None))[0]
+        else:
+            data = self._fetch(name)
         if data is None or data.get("name") != name:
             return None
         return self._instance(data)
@@ -916,6 +846,8 @@ class LxdLikeProvider(Provider):
         except BackendError as error:
             raise BackendError(_explain(str(error)), status=error.status, backend_message=error.backend_message)
         self._created_here.add(spec.name)
+        if (spec.network or {}).get("ipv6") not in (None, "none"):
+            self._wants_ipv6.add(spec.name)
 
     def update_instance(self, instance, changes):
         for attempt in range(3):
@@ -1072,34 +1004,51 @@ class LxdLikeProvider(Provider):
             pass
 
     def _wait_addresses(self, name, timeout):
-        """After a start: wait briefly for the addresses the NIC's network hands out, so results show them.
+        """After a start: wait briefly for the address the NIC's network hands out, so results show it.
 
-        At most 10 s in all, and 2 s more once the first family is there (an image may speak only one).
+        IPv4 when the network offers it (DHCP answers within a fraction of a second); IPv6 only when the network
+        offers nothing else, or when this run created the instance with `network.ipv6` set: router
+        advertisements and duplicate address detection take about a second more, which every create would pay.
+        At most 10 s in all, and 2 s more once the first family is there (an image may speak only one). The
+        last read is the instance's state after the start: the next `get_instance` uses it instead of reading
+        again.
         """
-        deadline = time.monotonic() + min(timeout, 10)
+        started = time.monotonic()
+        deadline = started + min(timeout, 10)
+        families = None  # what the network offers: read only when IPv4 is slow to come, or IPv6 is wanted
         data = self._fetch(name)
-        nic = ((data or {}).get("expanded_devices") or {}).get("eth0") or {}
-        if not data or not nic:
-            return
-        families = 1
-        if nic.get("network"):
-            try:
-                network = self._get(f"/1.0/networks/{quote(nic['network'], safe='')}"
-                                    + _query(project=self.node.project)) or {}
-            except VirtError:
-                return
-            config = network.get("config") or {}
-            families = sum(config.get(key) not in (None, "", "none") for key in ("ipv4.address", "ipv6.address"))
         while data and data.get("status") == "Running":
-            found = sum(address is not None for address in _addresses(data.get("state") or {}))
-            if found >= families:
-                return
-            if found:
-                deadline = min(deadline, time.monotonic() + 2)
+            ipv4, ipv6 = _addresses(data.get("state") or {})
+            if ipv4 and name not in self._wants_ipv6:
+                break  # the usual case, without reading the network
+            if families is None and (name in self._wants_ipv6 or time.monotonic() - started >= 0.5):
+                families = self._families_wanted(name, data)
+            if families is not None:
+                found = (ipv4 is not None) + (ipv6 is not None)
+                if found >= families:
+                    break
+                if found:
+                    deadline = min(deadline, time.monotonic() + 2)
             if time.monotonic() >= deadline:
-                return
-            time.sleep(0.25)
+                break
+            time.sleep(0.1)
             data = self._fetch(name)
+        self._fresh.add(name)
+
+    def _families_wanted(self, name, data):
+        """How many address families the start waits for (see _wait_addresses): 0 when the NIC has no network
+        of the daemon's (nothing to wait for), else 1 or 2."""
+        nic = (data.get("expanded_devices") or {}).get("eth0") or {}
+        if not nic.get("network"):
+            return 0 if not nic else 1
+        try:
+            network = self._get(f"/1.0/networks/{quote(nic['network'], safe='')}"
+                                + _query(project=self.node.project)) or {}
+        except VirtError:
+            return 0
+        config = network.get("config") or {}
+        offered = [config.get(key) not in (None, "", "none") for key in ("ipv4.address", "ipv6.address")]
+        return sum(offered) if name in self._wants_ipv6 or not offered[0] else 1
 
     def exec(self, instance, argv, stdin=None, env=None, cwd=None, user=None, timeout=None):
         if instance.status != "running":
@@ -1201,8 +1150,8 @@ class LxdLikeProvider(Provider):
 
     def image_source(self, request, run):
         """Identity is the fingerprint: sha256 of the unified tarball, or of metadata + rootfs concatenated."""
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import file_digest, mismatch
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource
+        file_digest, mismatch = image_code("image_transfer", "file_digest", "mismatch")
+        ImageSource = image_code("images", "ImageSource")
 
         # An import names nothing: the aliases come after it.
         predicted = Image(name=request.name, id="", node=self.node.name, backend=self.backend)
@@ -1273,7 +1222,7 @@ class LxdLikeProvider(Provider):
         return None
 
     def _verify_on_node(self, staging, request, path, metadata_path, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import mismatch
+        mismatch = image_code("image_transfer", "mismatch")
 
         for checksum, each, label in ((request.checksum, path, request.url or path),
                                       (request.metadata_checksum, metadata_path, request.metadata_url or metadata_path)):
@@ -1286,7 +1235,7 @@ class LxdLikeProvider(Provider):
 
     def _download_on_node(self, staging, request, run):
         """Download the image file(s) into the run's staging directory, each verified as it lands; fingerprint."""
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import human_size, mismatch
+        human_size, mismatch = image_code("image_transfer", "human_size", "mismatch")
 
         files, digests = [], []
         for url, name, checksum in ((request.metadata_url, "metadata", request.metadata_checksum),
@@ -1311,7 +1260,7 @@ class LxdLikeProvider(Provider):
         """Controller files: the API's own upload; over SSH, streamed to the node and imported there."""
         from urllib.parse import urlencode as encode
 
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import human_size
+        human_size = image_code("image_transfer", "human_size")
 
         prefix = "X-Incus-" if self.backend == "incus" else "X-LXD-"
 

@@ -177,6 +177,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
     def __init__(self, node, warn=None):
         super().__init__(node, warn)
         self._configs = {}  # vmid -> the config read with the instance (drift compares against it)
+        self._settled = {}  # name -> the VMID this run created or yielded to, when a racing run made a twin
         self._tunnel = None
         self._served_by_shell = False  # a command ran through `pct exec`: SSH served this run's work
 
@@ -272,6 +273,9 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
     def _find(self, name, templates=False, kind=None):
         found = [item for item in self._resources() if (item.get("name") or "") == name
                  and bool(item.get("template")) == templates and (kind is None or item["type"] == kind)]
+        settled = [item for item in found if not templates and int(item["vmid"]) == self._settled.get(name)]
+        if len(found) > 1 and settled:
+            return settled[0]  # the others are racing twins that their own runs delete (_yield_to_an_older_twin)
         if len(found) > 1:
             ids = ", ".join(str(item["vmid"]) for item in found)
             raise Conflict(f"{'template' if templates else 'name'} {name!r}: {len(found)} guests on Proxmox node "
@@ -557,8 +561,10 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
             params.update(name=spec.name, scsihw="virtio-scsi-pci", ostype="l26", agent=1, boot="order=scsi0",
                           scsi0=f"{storage}:0,import-from={spec.image}", ide2=f"{storage}:cloudinit",
                           serial0="socket")
-        self._with_vmid(spec, lambda client, vmid: client.request("POST", f"/nodes/{node}/{kind}",
-                                                                  dict(params, vmid=vmid), timeout=self._wait(client)))
+        vmid = self._with_vmid(spec, lambda client, vmid: client.request(
+            "POST", f"/nodes/{node}/{kind}", dict(params, vmid=vmid), timeout=self._wait(client)))
+        if self._yield_to_an_older_twin(spec, kind, vmid):
+            return
         if kind == "qemu" and content == "import" and spec.disk is not None:
             self._grow_after_create(spec)
 
@@ -576,6 +582,8 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         vmid = self._with_vmid(spec, lambda client, vmid: client.request(
             "POST", f"/nodes/{node}/{kind}/{int(template['vmid'])}/clone", dict(params, newid=vmid),
             timeout=self._wait(client)))
+        if self._yield_to_an_older_twin(spec, kind, vmid):
+            return
         settings = self._settings(spec, kind, cloudinit=kind == "qemu")
         settings["description"] = IMAGE_MARK + spec.image
         self._call("PUT", self._guest_path(kind, vmid, "/config"), settings, f"configure {spec.name}")
@@ -586,6 +594,21 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         instance = self.get_instance(spec.name)
         if instance is not None and instance.disk is not None and spec.disk > instance.disk:
             self._resize(instance, spec.disk)
+
+    def _yield_to_an_older_twin(self, spec, kind, vmid):
+        """Proxmox VE keeps no name unique: a run racing this one (or the orphaned worker of a killed play) may
+        have created a guest of the same name meanwhile. Every racer keeps the lowest VMID and deletes its own,
+        newer guest, so the name ends with one guest whichever finishes first. True when this run's guest went."""
+        twins = [int(item["vmid"]) for item in self._resources()
+                 if (item.get("name") or "") == spec.name and not item.get("template")]
+        self._settled[spec.name] = min(twins, default=vmid)
+        if self._settled[spec.name] >= vmid:
+            return False
+        self.warn(f"node {self.node.name}: another run created {spec.name} at the same time (VMID {min(twins)}); "
+                  f"this run's guest {vmid} was deleted again and {min(twins)} is kept")
+        self._call("DELETE", self._guest_path(kind, vmid), {"purge": 1, "destroy-unreferenced-disks": 1},
+                   f"delete the newer twin {vmid} of {spec.name}")
+        return True
 
     def _with_vmid(self, spec, send):
         """Create with the asked VMID, or with `nextid`, taking a fresh one while others race for the same ID."""

@@ -28,6 +28,7 @@ import os
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.base import image_code
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, NotFound, OperationTimeout, TransportError, Unsupported, VirtError)
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import Image
@@ -78,29 +79,17 @@ class PveApiClient:
                                base_path="/api2/json")
 
     def request(self, method, path, params=None, timeout=None, parts=None, content_type=None):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
-            read_response, send_streamed, target_of)
-
         params = {key: value for key, value in (params or {}).items() if value is not None}
         headers = {}
         if parts is not None:
-            target, headers["Content-Type"] = target_of(self.http, path), content_type
+            target, headers["Content-Type"] = self.http.target(path), content_type
         elif method in ("GET", "DELETE"):
-            target, parts = target_of(self.http, path, params), []
+            target, parts = self.http.target(path, params), []
         else:
-            target = target_of(self.http, path)
+            target = self.http.target(path)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             parts = [urlencode(params, doseq=True).encode("utf-8")]
-        reused = self.http.stream is not None
-        try:
-            send_streamed(self.http, method, target, headers, parts, timeout=timeout or self.api.timeout)
-            response = read_response(self.http, method, target)
-        except TransportError:
-            if not (reused and method == "GET"):
-                raise
-            # The server closed an idle keep-alive connection; a read is safe to send again on a new one.
-            send_streamed(self.http, method, target, headers, parts, timeout=timeout or self.api.timeout)
-            response = read_response(self.http, method, target)
+        response = self.http.exchange(method, target, headers, parts, timeout=timeout or self.api.timeout)
         try:
             document = response.json() or {}
         except ValueError:
@@ -263,7 +252,7 @@ class ProxmoxImageMethods:
 
     def _volume_checksum(self, image, algorithm):
         """The checksum of a volume's file, computed on the node; None without SSH (PVE's API has none)."""
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import ALGORITHMS, Checksum
+        ALGORITHMS, Checksum = image_code("image_transfer", "ALGORITHMS", "Checksum")
 
         if not self._ssh_usable():
             return None
@@ -281,9 +270,8 @@ class ProxmoxImageMethods:
 
     # -- virt_image -----------------------------------------------------------------------------------------------
     def image_source(self, request, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import (
-            NodeStaging, file_digest, mismatch)
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageSource
+        NodeStaging, file_digest, mismatch = image_code("image_transfer", "NodeStaging", "file_digest", "mismatch")
+        ImageSource = image_code("images", "ImageSource")
 
         if not hasattr(self, "_checksums"):
             self._checksums = {}
@@ -362,7 +350,7 @@ class ProxmoxImageMethods:
                                                  params, timeout=self.timeout), run, f"download {request.url}")
 
     def _upload(self, request, wanted, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import multipart
+        multipart = image_code("image_transfer", "multipart")
 
         def send(client):
             if client.label == "ssh":
@@ -370,7 +358,7 @@ class ProxmoxImageMethods:
             fields = [("content", request.content)]
             if wanted is not None:
                 fields += [("checksum", wanted.hex), ("checksum-algorithm", wanted.algorithm)]
-            content_type, parts = multipart(fields, "filename", request.filename, request.path)
+            content_type, parts = multipart(fields, [("filename", request.filename, request.path)])
             return client.request("POST", self._storage_path(request.storage, "/upload"), timeout=self.timeout,
                                   parts=parts, content_type=content_type)
 
@@ -386,7 +374,7 @@ class ProxmoxImageMethods:
     def _place_on_node(self, ssh, partial, target, wanted, run, source=None):
         """In one command on the node: (copy `source` beside the target,) verify, rename into place. A mismatch or
         a failure removes the partial file: the storage never lists a half-written or unverified volume."""
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import mismatch
+        mismatch = image_code("image_transfer", "mismatch")
 
         argv = ["sh", "-c", _PLACE, "sh", partial, target, wanted.algorithm, wanted.hex, source or ""]
         result = run.step(f"{'copy ' + source + ', ' if source else ''}verify {wanted.algorithm} on the node",
@@ -398,7 +386,7 @@ class ProxmoxImageMethods:
                                f"{(result.stderr or result.stdout).strip()[:300]}")
 
     def _upload_over_ssh(self, client, request, wanted, run):
-        from ansible_collections.oneclickvirt.virt.plugins.module_utils.image_transfer import ssh_put
+        ssh_put = image_code("image_transfer", "ssh_put")
 
         directory = self._storage_dir(client, request)
         # A dot name with a suffix no content type lists: the storage never shows a half-written volume.
@@ -468,7 +456,7 @@ class ProxmoxImageMethods:
             except NotFound:
                 return None
             if isinstance(upid, str) and upid.startswith("UPID:"):
-                from ansible_collections.oneclickvirt.virt.plugins.module_utils.images import ImageRun
+                ImageRun = image_code("images", "ImageRun")
 
                 self._wait_task(client, upid, ImageRun(False), f"delete {image.id}")
             return None

@@ -280,13 +280,9 @@ def test_sigkill_during_lxd_incus_creates_then_converges(tmp_path, tool, mode, r
     record_property("duplicates", 0)
 
 
-@pytest.mark.parametrize("mode", [
-    "tree",
-    # A race, so not strict: it shows when the orphaned worker and the next run create one name at once.
-    pytest.param("main", marks=pytest.mark.xfail(strict=False, reason=(
-        "limitation: an orphaned worker and the next run may create the same name at once; Proxmox VE does not "
-        "keep names unique and the backend takes no lock, so two guests can get the name"))),
-])
+# `main` leaves the orphaned worker creating the same names as the next run: Proxmox VE keeps no name unique, so
+# both may create one; each run keeps the lowest VMID and deletes its own newer twin (_yield_to_an_older_twin).
+@pytest.mark.parametrize("mode", KILL_MODES)
 def test_sigkill_during_proxmox_creates_then_converges(tmp_path, own_sim, mode, record_property):
     prefix = rel_name("k") + "-"
     names = [f"{prefix}{index}" for index in range(4)]
