@@ -29,7 +29,11 @@ attributes:
     membership: [oneclickvirt.virt.virt]
 options:
   name:
-    description: Name of the instance, matched exactly. Letters, digits and inner hyphens, at most 63 characters.
+    description:
+      - Name of the instance, matched exactly. Letters, digits and inner hyphens, at most 63 characters.
+      - Proxmox VE keeps no name unique. Two guests with the name are an error that names their VMIDs; two runs
+        that create the name at the same time each keep the guest with the lower VMID and delete their own newer
+        one (with a warning), so one guest is left.
     type: str
     required: true
   state:

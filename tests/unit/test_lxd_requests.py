@@ -591,14 +591,16 @@ def test_missing_socket_is_a_transport_failure(monkeypatch):
         IncusProvider(validate_node_dict(raw)).make_api_client()  # the default socket is not on this test host
 
 
-def test_api_road_imports_neither_pylxd_nor_requests():
+def test_api_road_imports_neither_pylxd_nor_requests_nor_ssl():
+    """What a task on a unix socket pays for at import: none of these (ssl only when TLS is used)."""
     import os
     import subprocess
     import sys
 
     code = ("import sys\n"
-            "from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import lxd_common\n"
-            "print(sorted(name for name in ('pylxd', 'requests', 'urllib3') if name in sys.modules))\n")
+            "from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import docker, lxd_common\n"
+            "print(sorted(name for name in ('pylxd', 'requests', 'urllib3', 'ssl', 'paramiko', 'tarfile')"
+            " if name in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert result.stdout.strip() == "[]", result.stdout

@@ -10,7 +10,6 @@ runs give the same normalised result by construction. The CLI would need a secon
 
 from __future__ import annotations
 
-import ssl
 import struct
 import threading
 import time
@@ -60,7 +59,7 @@ class DockerEngine:
             data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
             if data is None:
                 stream.close_write()
-            elif isinstance(getattr(stream, "sock", None), ssl.SSLSocket):
+            elif getattr(stream, "tls", False):
                 _feed(stream, data)  # an SSL socket must not be written and read from two threads at once
             else:
                 # Input is written from a thread while the output is read here: a command that echoes its input

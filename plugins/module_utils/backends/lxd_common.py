@@ -284,11 +284,7 @@ class LxdApiClient(LxdClient):
                 target = f"/1.0/operations/{operation_id}/websocket?" + urlencode({"secret": fds[fd]})
                 sockets[fd] = WebSocket.open(self.open_stream, self.http.target(target), self.timeout)
             readers = {fd: _Reader(sockets[fd]) for fd in ("1", "2")}
-            if stdin:
-                data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-                for start in range(0, len(data), 65536):
-                    sockets["0"].send(data[start:start + 65536])
-            sockets["0"].send(b"", opcode=WebSocket.TEXT)  # the daemon reads a text message as end of input
+            _send_input(sockets["0"], stdin)
             finished = self.wait_operation(reply.operation, timeout, what)
             for reader in readers.values():
                 reader.join(5)
@@ -330,6 +326,21 @@ class LxdApiClient(LxdClient):
             return document.get("metadata") or {}
         finished = self.wait_operation(operation, timeout, what)
         return (finished or {}).get("metadata") or {}
+
+
+def _send_input(websocket, stdin):
+    """The command's standard input, then end of input (a text message, as the daemon reads it).
+
+    A command may end before it has read all of its input (`head -c 4`): the daemon then closes the stream and a
+    write fails. As with a pipe, that only means nobody reads any more; the command's own exit status and output
+    are what the caller gets."""
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else (stdin or b"")
+    try:
+        for start in range(0, len(data), 65536):
+            websocket.send(data[start:start + 65536])
+        websocket.send(b"", opcode=WebSocket.TEXT)
+    except OSError:  # BrokenPipeError, ConnectionResetError, ssl.SSLEOFError
+        pass
 
 
 class WebSocket:

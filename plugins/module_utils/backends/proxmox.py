@@ -151,7 +151,7 @@ def tunnel_client(node, ssh):
         pump = _SocketPump(channel)
         pump.near.settimeout(api.timeout)
         try:
-            return SocketStream(context.wrap_socket(pump.near, server_hostname="127.0.0.1"))
+            return SocketStream(context.wrap_socket(pump.near, server_hostname="127.0.0.1"), tls=True)
         except OSError as error:
             pump.near.close()
             raise TransportError(f"TLS through the SSH tunnel to port {port} failed: {error}")

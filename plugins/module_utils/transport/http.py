@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import socket
-import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -38,8 +37,9 @@ class HttpResponse:
 class SocketStream:
     """A connected socket (unix, TCP or TLS) behind the stream interface the HTTP client uses."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, tls=False):
         self.sock = sock
+        self.tls = tls
 
     def settimeout(self, seconds):
         self.sock.settimeout(seconds)
@@ -52,7 +52,7 @@ class SocketStream:
 
     def close_write(self):
         # A TLS socket cannot half-close; closing stdin of a hijacked exec needs a plain socket.
-        if not isinstance(self.sock, ssl.SSLSocket):
+        if not self.tls:
             self.sock.shutdown(socket.SHUT_WR)
 
     def close(self):
@@ -64,6 +64,8 @@ class SocketStream:
 
 def tls_context(validate_certs=True, ca_file=None, server_cert=None, client_cert=None, client_key=None):
     """The TLS context of a node's API, from its description only (never from REQUESTS_CA_BUNDLE)."""
+    import ssl  # here, not at the top: a task over a unix socket never pays for importing it
+
     if server_cert or not validate_certs:
         # A pinned certificate is checked byte for byte after the handshake (see pin_matches); the
         # self-signed certificates of LXD/Incus carry no name to check against.
@@ -81,6 +83,8 @@ def tls_context(validate_certs=True, ca_file=None, server_cert=None, client_cert
 
 
 def pem_fingerprint(path):
+    import ssl
+
     with open(path, "rb") as handle:
         der = ssl.PEM_cert_to_DER_cert(handle.read().decode("ascii"))
     return hashlib.sha256(der).hexdigest()
@@ -102,20 +106,29 @@ def open_socket(url, timeout, context=None, pinned_fingerprint=None):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is None:
             return SocketStream(sock)
-        tls = context.wrap_socket(sock, server_hostname=parts.hostname)
-        if pinned_fingerprint:
-            seen = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
-            if seen != pinned_fingerprint:
-                tls.close()
-                raise TransportError(f"TLS: the server certificate of {url} (sha256 {seen}) is not the pinned "
-                                     f"api.server_cert (sha256 {pinned_fingerprint}); refusing to talk to it")
-        return SocketStream(tls)
+        return SocketStream(_handshake(sock, context, url, parts.hostname, pinned_fingerprint), tls=True)
     except TransportError:
         raise
-    except ssl.SSLError as error:
-        raise TransportError(f"TLS handshake with {url} failed: {error}")
     except (OSError, socket.timeout) as error:
         raise TransportError(f"cannot connect to {url}: {error}")
+
+
+def _handshake(sock, context, url, hostname, pinned_fingerprint):
+    """TLS over a connected socket; a pinned certificate is compared byte for byte before anything is sent."""
+    import ssl
+
+    try:
+        tls = context.wrap_socket(sock, server_hostname=hostname)
+    except ssl.SSLError as error:
+        sock.close()
+        raise TransportError(f"TLS handshake with {url} failed: {error}")
+    if pinned_fingerprint:
+        seen = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+        if seen != pinned_fingerprint:
+            tls.close()
+            raise TransportError(f"TLS: the server certificate of {url} (sha256 {seen}) is not the pinned "
+                                 f"api.server_cert (sha256 {pinned_fingerprint}); refusing to talk to it")
+    return tls
 
 
 class HttpClient:
