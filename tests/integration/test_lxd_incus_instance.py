@@ -111,8 +111,10 @@ def test_check_mode_predicts_and_the_daemon_sees_no_event(nodes, backend, name):
 
 
 def test_parity_and_cross_read(nodes, backend, name):
+    # network.ipv6 makes the start wait for the IPv6 address too, so every later read sees the same addresses.
     made = run_module("virt_instance", {"node": lab_node(nodes, backend, "api_only"), "name": name,
-                                        "image": "ocv-busybox", "memory": "48MiB"})
+                                        "image": "ocv-busybox", "memory": "48MiB", "network": {"ipv6": "auto"}})
+    assert made["instance"]["private_ip"] and made["instance"]["ipv6"], made["instance"]
     over_api = run_module("virt_instance_info", {"node": lab_node(nodes, backend, "api_only"), "name": name})
     over_ssh = run_module("virt_instance_info", {"node": lab_node(nodes, backend, "ssh_only"), "name": name})
     socket_node = lab_node(nodes, backend, "api_only", api={"url": f"unix:///var/lib/{backend}/unix.socket"})
@@ -131,7 +133,7 @@ def test_parity_and_cross_read(nodes, backend, name):
 
 def test_created_over_ssh_read_over_api(nodes, backend, name):
     made = run_module("virt_instance", {"node": lab_node(nodes, backend, "ssh_only"), "name": name,
-                                        "image": "ocv-busybox"})
+                                        "image": "ocv-busybox", "network": {"ipv6": "auto"}})
     assert made["transport"] == "ssh"
     read = run_module("virt_instance_info", {"node": lab_node(nodes, backend, "api_only"), "name": name})
     assert read["instance"] == made["instance"]
