@@ -499,7 +499,7 @@ class HttpDaemon:
                 daemon_threads = True
 
                 def get_request(self):
-                    request, _ = super().get_request()
+                    request, dummy = super().get_request()
                     return request, ("unix", 0)  # BaseHTTPRequestHandler wants a (host, port) pair
 
             self.server = Server(str(unix_path), Handler)
@@ -559,7 +559,7 @@ def test_api_road_speaks_plain_http_over_the_socket_with_encoded_paths_and_etags
 def test_https_road_pins_the_server_checks_trust_and_ignores_requests_ca_bundle(monkeypatch, tmp_path):
     server_cert, server_key = self_signed(tmp_path, "server")
     client_cert, client_key = self_signed(tmp_path, "client")
-    other_cert, _ = self_signed(tmp_path, "other")
+    other_cert, dummy = self_signed(tmp_path, "other")
     trusted = {"value": "trusted"}
     daemon = HttpDaemon(lambda method, target: sync({"auth": trusted["value"]}), tls=(server_cert, server_key))
     # The environment's CA bundle would refuse this self-signed server: the pin must win.
