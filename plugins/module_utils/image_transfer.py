@@ -28,6 +28,7 @@ import time
 
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import (
     BackendError, InvalidSpec, OperationTimeout, TransportError, VirtError)
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.transport.http import file_chunks
 
 CHUNK = 1 << 16
 ALGORITHMS = {"sha256": 64, "sha512": 128}
@@ -273,12 +274,8 @@ def ssh_put(ssh, local_path, remote, timeout):
     channel = ssh.open_channel(["sh", "-c", 'umask 077 && cat > "$1"', "sh", remote], timeout)
     deadline = time.monotonic() + timeout
     try:
-        with open(local_path, "rb") as handle:
-            while True:
-                chunk = handle.read(CHUNK)
-                if not chunk:
-                    break
-                channel.sendall(chunk)
+        for chunk in file_chunks(local_path, CHUNK):
+            channel.sendall(chunk)
         channel.shutdown_write()
         while not channel.exit_status_ready():
             if time.monotonic() > deadline:

@@ -62,6 +62,16 @@ class SocketStream:
             pass
 
 
+def file_chunks(path, size=SEND_CHUNK):
+    """A controller file, piece by piece, for streaming it without holding it in memory."""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+
 def tls_context(validate_certs=True, ca_file=None, server_cert=None, client_cert=None, client_key=None):
     """The TLS context of a node's API, from its description only (never from REQUESTS_CA_BUNDLE)."""
     import ssl  # here, not at the top: a task over a unix socket never pays for importing it
@@ -259,15 +269,8 @@ class HttpClient:
         try:
             stream.send_all(first)
             for part in parts:
-                if isinstance(part, bytes):
-                    stream.send_all(part)
-                    continue
-                with open(part, "rb") as handle:
-                    while True:
-                        chunk = handle.read(SEND_CHUNK)
-                        if not chunk:
-                            break
-                        stream.send_all(chunk)
+                for chunk in [part] if isinstance(part, bytes) else file_chunks(part):
+                    stream.send_all(chunk)
         except (OSError, socket.timeout, EOFError) as error:
             self.close()
             raise TransportError(f"{method} {target.split('?', 1)[0]}: sending failed: {error}", sent=True)
