@@ -141,22 +141,6 @@ class Workspace:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def our_backends(workspace):
-    """backends.registered() of this checkout, asked in our venv (the Proxmox backend lands concurrently)."""
-    code = ("from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import registered; "
-            "import json; print(json.dumps(registered()))")
-    completed = run([OURS_BIN / "python", "-c", code], env=dict(workspace.env("ours"),
-                                                               PYTHONPATH=str(workspace.collections)), check=False)
-    try:
-        return set(json.loads(completed.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError):
-        return set()
-
-
-def has_proxmox_backend(workspace):
-    return (ROOT / "plugins/module_utils/backends/proxmox.py").exists() and "proxmox" in our_backends(workspace)
-
-
 # -- results -----------------------------------------------------------------------------------------------------
 class Results:
     def __init__(self):
@@ -562,18 +546,6 @@ class Harness:
 
     # -- proxmox (our own simulator) --------------------------------------------------------------------------
     def proxmox_cases(self):
-        if not has_proxmox_backend(self.workspace):
-            reason = "not measured: no proxmox backend yet"
-            log(f"proxmox: {reason}")
-            skipped = ([("no-op task", None)] if "noop" in self.cases else []) + (
-                [("create", self.scale["create"])] if "create" in self.cases else []) + (
-                [("inventory", size) for size in self.scale["sizes"]] + [("inventory 8 nodes", self.scale["eight"])]
-                if "inventory" in self.cases else [])
-            for case, size in skipped:
-                target = {"no-op task": 1.15, "create": 1.0, "inventory": 1.0, "inventory 8 nodes": 1.2}[case]
-                self.results.add(case=case, backend="proxmox", size=size, target_max=target, status=reason,
-                                 note="plugins/module_utils/backends/proxmox.py absent or not registered")
-            return
         self.pve = Pvesim(self.workspace)
         try:
             self.pve.start()

@@ -95,7 +95,9 @@ options:
         type: int
         required: true
       host_port:
-        description: Port on the node; omit to let the backend choose.
+        description:
+          - Port on the node; omit to let the backend choose. Results then report the port it chose while the
+            instance runs (C(null) while it is stopped), and the chosen port is never a drift.
         type: int
       protocol:
         description: Protocol.
@@ -296,7 +298,8 @@ instance:
       type: str
       returned: always
     ports:
-      description: "Ports published by the instance itself."
+      description: "Ports published by the instance itself; a C(host_port) left to the backend is the one it chose
+        while the instance runs, C(null) while it is stopped."
       type: list
       elements: dict
       returned: always

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAB_DIR, docker_cli, node_with, run_module, run_playbook, unique
+from conftest import LAB_DIR, docker_cli, free_port, node_with, run_module, run_playbook, unique
 
 RULES = ("api_only", "ssh_only", "auto")
 
@@ -123,6 +123,34 @@ def test_auto_falls_back_when_the_api_is_unreachable(nodes, docker_name):
     assert "ocv-no-such-docker.sock" in result["fallback_reason"]
     assert "continuing over SSH" in json.dumps(result.get("warnings", []))
     assert containers_named(docker_name) == [docker_name]
+
+
+def test_a_port_left_to_docker_reports_the_port_docker_chose(nodes, docker_name):
+    fixed = free_port()
+    args = {"node": docker_node(nodes, "api_only"), "name": docker_name, "image": "ocv-busybox",
+            "ports": [{"guest_port": 8080}, {"guest_port": 9090, "host_port": fixed, "listen_address": "127.0.0.1"},
+                      {"guest_port": 5353, "protocol": "udp", "listen_address": "127.0.0.1"}]}
+    created = run_module("virt_instance", args)
+    bound = inspect(docker_name)["NetworkSettings"]["Ports"]
+    chosen_tcp, chosen_udp = int(bound["8080/tcp"][0]["HostPort"]), int(bound["5353/udp"][0]["HostPort"])
+    assert chosen_tcp > 0 and chosen_udp > 0
+    expected = sorted([{"guest_port": 8080, "host_port": chosen_tcp, "protocol": "tcp", "listen_address": None},
+                       {"guest_port": 9090, "host_port": fixed, "protocol": "tcp", "listen_address": "127.0.0.1"},
+                       {"guest_port": 5353, "host_port": chosen_udp, "protocol": "udp",
+                        "listen_address": "127.0.0.1"}], key=lambda port: (port["guest_port"], port["protocol"]))
+    assert created["instance"]["ports"] == expected, created
+
+    # The chosen port is no drift from "any port": a second run changes nothing, over either transport.
+    for rule in ("api_only", "ssh_only"):
+        again = run_module("virt_instance", dict(args, node=docker_node(nodes, rule)))
+        assert again["changed"] is False and again["instance"]["ports"] == expected, (rule, again)
+    listed = run_module("virt_instance_info", {"node": docker_node(nodes, "ssh_only"), "name": docker_name})
+    assert listed["instance"]["ports"] == expected
+
+    # A stopped container holds no port: the one left to Docker is unknown (null), the fixed one stays.
+    stopped = run_module("virt_instance", dict(args, state="stopped"))
+    assert {port["guest_port"]: port["host_port"] for port in stopped["instance"]["ports"]} == \
+        {8080: None, 9090: fixed, 5353: None}
 
 
 def test_both_transports_failing_names_both(nodes, docker_name):

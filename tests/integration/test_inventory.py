@@ -146,8 +146,8 @@ class Made:
     def docker(self, name, running=True, ssh_port=None, memory="64m", cpus="0.5"):
         argv = ["run", "-d"] if running else ["create"]
         argv += ["--name", name, "--memory", memory, "--cpus", cpus]
-        if ssh_port:
-            argv += ["-p", f"127.0.0.1:{ssh_port}:22"]
+        if ssh_port:  # a port number, or "auto" for one that Docker chooses
+            argv += ["-p", f"127.0.0.1:{'' if ssh_port == 'auto' else ssh_port}:22"]
         self.instances.append(("docker", name))
         docker_cli(*argv, "ocv-busybox")
         return name
@@ -390,10 +390,11 @@ def test_ansible_host_from_the_private_or_the_public_address(tmp_path, made):
     ssh_port = free_port()
     published = made.docker(unique("t-inv-pub"), ssh_port=ssh_port)
     bare = made.docker(unique("t-inv-bare"))
+    chosen = made.docker(unique("t-inv-auto"), ssh_port="auto")
     docker = lab_nodes()["docker"]
-    pattern = f"{published}|{bare}"
+    pattern = f"{published}|{bare}|{chosen}"
     private = Listing(run_inventory(tmp_path, lab_config([docker], name_pattern=pattern)))
-    for name in (published, bare):
+    for name in (published, bare, chosen):
         address = json.loads(docker_cli("inspect", name).stdout)[0]["NetworkSettings"]["IPAddress"]
         assert private.hostvars[name]["ansible_host"] == address
         assert "ansible_port" not in private.hostvars[name]
@@ -405,6 +406,11 @@ def test_ansible_host_from_the_private_or_the_public_address(tmp_path, made):
     assert {"guest_port": 22, "host_port": ssh_port, "protocol": "tcp", "listen_address": "127.0.0.1"} \
         in public.hostvars[published]["virt_ports"]
     assert "ansible_host" not in public.hostvars[bare], "no published SSH port: never the node's own address"
+    # An SSH port that Docker chose is the one it reports while the container runs.
+    chosen_port = int(json.loads(docker_cli("inspect", chosen).stdout)[0]["NetworkSettings"]["Ports"]["22/tcp"][0]
+                      ["HostPort"])
+    assert public.hostvars[chosen]["ansible_host"] == docker["public_ip"]
+    assert public.hostvars[chosen]["ansible_port"] == chosen_port
 
     no_public_ip = {key: value for key, value in docker.items() if key != "public_ip"}
     missing = run_inventory(tmp_path, lab_config([no_public_ip], name_pattern=pattern,

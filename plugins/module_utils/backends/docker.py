@@ -140,12 +140,17 @@ def _port_bindings(ports):
     return exposed, bindings
 
 
-def _published(port_bindings):
+def _published(port_bindings, bound=None):
+    """The ports asked for at creation (HostConfig.PortBindings). With `bound` (NetworkSettings.Ports, filled
+    while the container runs), a port left for Docker to choose reports the one it chose."""
     ports = []
     for key, bindings in (port_bindings or {}).items():
         guest_port, _slash, protocol = key.partition("/")
+        chosen = [item for item in (bound or {}).get(key) or [] if item.get("HostPort")]
         for binding in bindings or [{}]:
-            host_port = binding.get("HostPort")
+            address = binding.get("HostIp") or ""
+            host_port = binding.get("HostPort") or next(
+                (item["HostPort"] for item in chosen if not address or item.get("HostIp") == address), None)
             ports.append(PublishedPort(guest_port=int(guest_port), host_port=int(host_port) if host_port else None,
                                        protocol=protocol or "tcp", listen_address=binding.get("HostIp") or None))
     return ports
@@ -249,7 +254,7 @@ class DockerProvider(Provider):
             type="container", status=STATUS.get(data["State"]["Status"], "unknown"),
             image=data["Config"].get("Image"), cpu=_cores(host_config), memory=memory // MIB if memory else None,
             disk=None, private_ip=ipv4 or None, ipv6=ipv6 or None,
-            ports=[port.__dict__ for port in _published(host_config.get("PortBindings"))],
+            ports=[port.__dict__ for port in _published(host_config.get("PortBindings"), settings.get("Ports"))],
             created=data.get("Created"))
 
     def list_images(self):
@@ -308,7 +313,8 @@ class DockerProvider(Provider):
         if spec.command is not None and (config.get("Cmd") or []) != spec.command:
             changes["command"] = (config.get("Cmd"), spec.command)
         if spec.ports is not None:
-            current = sorted(PublishedPort(**port).key() for port in instance.ports)
+            # Compared with what was asked at creation: a port Docker chose is not a drift from "any port".
+            current = sorted(port.key() for port in _published(host_config.get("PortBindings")))
             if current != sorted(port.key() for port in spec.ports):
                 changes["ports"] = (instance.ports, [port.__dict__ for port in spec.ports])
         if spec.restart_policy is not None:

@@ -48,6 +48,8 @@ CONFIG_KEYS = {"vmid": ("container", "vm"), "storage": ("container", "vm"), "onb
 CREATE_ONLY = ("vmid", "storage", "unprivileged")
 LOCKS_OF_CREATION = ("create", "clone")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)\Z")
+# A deleted guest takes its disks along, and leaves no backup job, replication or HA entry naming its VMID.
+DESTROY = {"purge": 1, "destroy-unreferenced-disks": 1}
 _VOLUME = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]:(vztmpl|iso|import)/[^/\s]+\Z")
 NEXTID_ATTEMPTS = 25
 
@@ -606,8 +608,7 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
             return False
         self.warn(f"node {self.node.name}: another run created {spec.name} at the same time (VMID {min(twins)}); "
                   f"this run's guest {vmid} was deleted again and {min(twins)} is kept")
-        self._call("DELETE", self._guest_path(kind, vmid), {"purge": 1, "destroy-unreferenced-disks": 1},
-                   f"delete the newer twin {vmid} of {spec.name}")
+        self._call("DELETE", self._guest_path(kind, vmid), DESTROY, f"delete the newer twin {vmid} of {spec.name}")
         return True
 
     def _with_vmid(self, spec, send):
@@ -709,9 +710,8 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         self._wait_unlocked(instance)
         if instance.status in ("running", "paused"):  # read just before, with the instance
             self._power(instance, "stop")
-        params = {"purge": 1, "destroy-unreferenced-disks": 1}
         try:
-            self._call("DELETE", self._guest_path(kind, instance.id), params, f"delete {instance.name}")
+            self._call("DELETE", self._guest_path(kind, instance.id), DESTROY, f"delete {instance.name}")
         except NotFound:
             pass  # gone already: what was asked
 
