@@ -49,7 +49,7 @@ def make_row(case, backend, size=None, ours=None, reference=None, reference_labe
              target_text=None, ours_requests=None, reference_requests=None, note="", status=None):
     """One line of the report. `ours` and `reference` are summaries (see summarize) or None.
 
-    `status` other than None (e.g. "not measured: no proxmox backend yet") marks a row whose numbers were not
+    `status` other than None (e.g. "not measured: failed: ...") marks a row whose numbers were not
     taken; its ratio and verdict are then never computed from anything.
     """
     ours_median = (ours or {}).get("median")

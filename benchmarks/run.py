@@ -91,6 +91,27 @@ def timed(argv, env, cwd, expect=None):
     return seconds, completed
 
 
+def cpu_busy(seconds):
+    """The machine's busy share of CPU time over `seconds` (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as handle:
+            values = [int(value) for value in handle.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    total, idle = sample()
+    time.sleep(seconds)
+    total_after, idle_after = sample()
+    return 1 - (idle_after - idle) / max(1, total_after - total)
+
+
+def wait_quiet(what, busy_below=0.15, window=2.0, limit=120):
+    """Wait until the machine is quiet (busy below `busy_below` over `window` seconds), at most `limit` seconds."""
+    started = time.monotonic()
+    busy = cpu_busy(window)
+    while busy >= busy_below and time.monotonic() - started < limit:
+        busy = cpu_busy(window)
+    log(f"{what}: quiet after {time.monotonic() - started:.0f}s (CPU {busy:.0%} busy)")
+
+
 def parallel(function, items, workers=8):
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in pool.map(function, items):
@@ -464,7 +485,9 @@ class Harness:
             backend.create(missing)
             present += missing
             log(f"inventory {kind}: {size} instances ready in {time.monotonic() - started:.1f}s")
-            time.sleep(2)  # let addresses settle (DHCP), so that both sides list the same state
+            # Both sides list a settled lab: addresses handed out (DHCP), and the daemon done with the burst of
+            # creations, which would otherwise slow the first rounds' listings (the short ones, ours, the most).
+            wait_quiet(f"inventory {kind}")
             self.guarded(lambda: self.inventory_size(backend, size), "inventory", kind)
             if size == self.scale["eight"]:
                 self.guarded(lambda: self.inventory_eight(backend, size), "inventory 8 nodes", kind)
@@ -698,7 +721,11 @@ class Harness:
             requests[side] = self.pve.count(lambda: seconds.append(timed_once(side)))
             return seconds[0]
 
-        def timed_once(side):
+        def timed_once(side, whole=False):
+            if side.startswith("floor-"):  # Ansible alone: the same hosts and variables from a static script
+                env = dict(self.workspace.env("ours"), ANSIBLE_INVENTORY_ENABLED="script")
+                return timed([self.bin("ours") / "ansible-inventory", "-i", floors[side], "--list"], env,
+                             self.workspace.dir)[0]
             name = "ours" if side.startswith("ours") else "peer"
             configs = files[name] if side != "ours-1" else [self.workspace.write("pve-ours-single.virt.yml", json.dumps({
                 "plugin": "oneclickvirt.virt.instances", "nodes": [self.pve.node(templated_secret=False)]}))]
@@ -706,9 +733,10 @@ class Harness:
             env["ONECLICKVIRT_API_TOKEN_SECRET"] = self.pve.token_secret
             argv = [self.bin(name) / "ansible-inventory"] + [part for config in configs for part in ("-i", config)]
             env["ANSIBLE_INVENTORY_ENABLED"] = "oneclickvirt.virt.instances" if name == "ours" else "auto"
-            return timed(argv + ["--list"], env, self.workspace.dir,
-                         expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
-                             c.stdout)["_meta"]["hostvars"]) >= size)[0]
+            result = timed(argv + ["--list"], env, self.workspace.dir,
+                           expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
+                               c.stdout)["_meta"]["hostvars"]) >= size)
+            return result if whole else result[0]
 
         if nodes_count == 1:
             sides = ["ours", "peer"]
@@ -723,7 +751,11 @@ class Harness:
         else:
             self.pve.set_latency(PVE_LATENCY)
             try:
+                floors = {f"floor-{count}": self.static_inventory(timed_once(side, whole=True)[1].stdout,
+                                                                   f"floor-{count}")
+                          for side, count in (("ours", 8), ("ours-1", 1))}
                 samples = rounds_of(measure, ["ours", "ours-1"], self.rounds("inventory"))
+                samples.update(rounds_of(timed_once, list(floors), self.rounds("inventory")))
                 # the peer reads 8 sources one after another, each paying the latency per request: one run
                 samples["peer"] = [measure("peer")]
                 counts = requests
@@ -735,10 +767,19 @@ class Harness:
             self.results.add(case="inventory 8 nodes", backend="proxmox", size=size, ours=summary["ours"],
                              reference=summary["ours-1"], reference_label="ours, 1 node", target_max=1.2,
                              ours_requests=counts["ours"], note=note)
+            self.results.add(case="inventory 8 nodes, static floor", backend="proxmox", size=size,
+                             ours=summary["floor-8"], reference=summary["floor-1"], reference_label="static, 1 node",
+                             note=f"Ansible alone, no plugin and no network: a script inventory printing what ours "
+                                  f"listed over 8 nodes ({8 * size} hosts), against one printing one node's ({size})")
             self.results.add(case="inventory 8 nodes", backend="proxmox", size=size, ours=summary["ours"],
                              reference=summary["peer"], reference_label="proxmox x8 sources",
                              ours_requests=counts["ours"], reference_requests=counts["peer"], note=note)
         self.results.detail(case=f"inventory {nodes_count} nodes", backend="proxmox", size=size)
+
+    def static_inventory(self, listing, name):
+        """A script inventory printing `listing` (an ansible-inventory --list output): Ansible's own floor."""
+        data = self.workspace.write(f"{name}.json", listing)
+        return self.workspace.write(f"{name}.sh", f"#!/bin/sh\nexec cat {data}\n", mode=0o700)
 
     # -- the whole run --------------------------------------------------------------------------------------
     def main(self):
