@@ -485,8 +485,8 @@ class Harness:
             backend.create(missing)
             present += missing
             log(f"inventory {kind}: {size} instances ready in {time.monotonic() - started:.1f}s")
-            # Both sides list a settled lab: addresses handed out (DHCP), and the daemon done with the burst of
-            # creations, which would otherwise slow the first rounds' listings (the short ones, ours, the most).
+            # Both sides list a settled lab: addresses handed out (DHCP), and no boot of the burst of creations
+            # still running during the timed rounds.
             wait_quiet(f"inventory {kind}")
             self.guarded(lambda: self.inventory_size(backend, size), "inventory", kind)
             if size == self.scale["eight"]:
