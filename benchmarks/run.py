@@ -718,14 +718,11 @@ class Harness:
 
         def measure(side):
             seconds = []
-            requests[side] = self.pve.count(lambda: seconds.append(timed_once(side)))
+            requests[side] = self.pve.count(lambda: seconds.append(listed(side)[0]))
             return seconds[0]
 
-        def timed_once(side, whole=False):
-            if side.startswith("floor-"):  # Ansible alone: the same hosts and variables from a static script
-                env = dict(self.workspace.env("ours"), ANSIBLE_INVENTORY_ENABLED="script")
-                return timed([self.bin("ours") / "ansible-inventory", "-i", floors[side], "--list"], env,
-                             self.workspace.dir)[0]
+        def listed(side):
+            """(seconds, completed process) of one ansible-inventory --list of `side`."""
             name = "ours" if side.startswith("ours") else "peer"
             configs = files[name] if side != "ours-1" else [self.workspace.write("pve-ours-single.virt.yml", json.dumps({
                 "plugin": "oneclickvirt.virt.instances", "nodes": [self.pve.node(templated_secret=False)]}))]
@@ -733,10 +730,15 @@ class Harness:
             env["ONECLICKVIRT_API_TOKEN_SECRET"] = self.pve.token_secret
             argv = [self.bin(name) / "ansible-inventory"] + [part for config in configs for part in ("-i", config)]
             env["ANSIBLE_INVENTORY_ENABLED"] = "oneclickvirt.virt.instances" if name == "ours" else "auto"
-            result = timed(argv + ["--list"], env, self.workspace.dir,
-                           expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
-                               c.stdout)["_meta"]["hostvars"]) >= size)
-            return result if whole else result[0]
+            return timed(argv + ["--list"], env, self.workspace.dir,
+                         expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
+                             c.stdout)["_meta"]["hostvars"]) >= size)
+
+        def timed_floor(side):
+            """Ansible alone: a static script inventory printing the same hosts and variables."""
+            env = dict(self.workspace.env("ours"), ANSIBLE_INVENTORY_ENABLED="script")
+            return timed([self.bin("ours") / "ansible-inventory", "-i", floors[side], "--list"], env,
+                         self.workspace.dir)[0]
 
         if nodes_count == 1:
             sides = ["ours", "peer"]
@@ -751,11 +753,10 @@ class Harness:
         else:
             self.pve.set_latency(PVE_LATENCY)
             try:
-                floors = {f"floor-{count}": self.static_inventory(timed_once(side, whole=True)[1].stdout,
-                                                                   f"floor-{count}")
+                floors = {f"floor-{count}": self.static_inventory(listed(side)[1].stdout, f"floor-{count}")
                           for side, count in (("ours", 8), ("ours-1", 1))}
                 samples = rounds_of(measure, ["ours", "ours-1"], self.rounds("inventory"))
-                samples.update(rounds_of(timed_once, list(floors), self.rounds("inventory")))
+                samples.update(rounds_of(timed_floor, list(floors), self.rounds("inventory")))
                 # the peer reads 8 sources one after another, each paying the latency per request: one run
                 samples["peer"] = [measure("peer")]
                 counts = requests

@@ -316,9 +316,7 @@ class LxdApiClient(LxdClient):
                                                             (rootfs, rootfs, files[1])])
         else:
             headers["Content-Type"], parts = "application/octet-stream", list(files)
-        target = self.http.target(path)
-        self.http.send("POST", target, headers, parts, timeout=self.timeout)
-        status, _etag, document = self._answer(self.http.receive("POST", target))
+        status, _etag, document = self._answer(self.http.exchange("POST", self.http.target(path), headers, parts))
         if document.get("type") == "error" or status >= 400:
             raise _error(document.get("error_code") or status, document.get("error"), what)
         operation = document.get("operation")

@@ -601,13 +601,13 @@ class ProxmoxProvider(ProxmoxImageMethods, Provider):
         """Proxmox VE keeps no name unique: a run racing this one (or the orphaned worker of a killed play) may
         have created a guest of the same name meanwhile. Every racer keeps the lowest VMID and deletes its own,
         newer guest, so the name ends with one guest whichever finishes first. True when this run's guest went."""
-        twins = [int(item["vmid"]) for item in self._resources()
-                 if (item.get("name") or "") == spec.name and not item.get("template")]
-        self._settled[spec.name] = min(twins, default=vmid)
-        if self._settled[spec.name] >= vmid:
+        oldest = min((int(item["vmid"]) for item in self._resources()
+                      if (item.get("name") or "") == spec.name and not item.get("template")), default=vmid)
+        self._settled[spec.name] = oldest
+        if oldest >= vmid:
             return False
-        self.warn(f"node {self.node.name}: another run created {spec.name} at the same time (VMID {min(twins)}); "
-                  f"this run's guest {vmid} was deleted again and {min(twins)} is kept")
+        self.warn(f"node {self.node.name}: another run created {spec.name} at the same time (VMID {oldest}); "
+                  f"this run's guest {vmid} was deleted again and {oldest} is kept")
         self._call("DELETE", self._guest_path(kind, vmid), DESTROY, f"delete the newer twin {vmid} of {spec.name}")
         return True
 

@@ -141,6 +141,11 @@ def _handshake(sock, context, url, hostname, pinned_fingerprint):
     return tls
 
 
+def _bodiless(method, status):
+    """Whether an answer has no body whatever its headers say (RFC 9112, 6.3)."""
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
 class HttpClient:
     """HTTP/1.1 with keep-alive over streams from `open_stream()`; one connection at a time."""
 
@@ -165,65 +170,31 @@ class HttpClient:
             self.buffer = b""
         return self.stream
 
-    def _send(self, method, path, query, body, headers, timeout):
-        target = self.base_path + quote(path, safe="/:@!$&'()*+,;=-._~")
-        if query:
-            target += "?" + urlencode(query, doseq=True)
-        payload = b""
-        all_headers = {"Host": self.host_header, "User-Agent": "oneclickvirt.virt", **self.headers, **(headers or {})}
-        if body is not None:
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
-            all_headers.setdefault("Content-Type", "application/json")
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            all_headers["Content-Length"] = str(len(payload))
-        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in all_headers.items())
-        stream = self._connect()
-        stream.settimeout(timeout)
-        try:
-            stream.send_all(head.encode("latin-1") + b"\r\n" + payload)
-        except (OSError, socket.timeout, EOFError) as error:
-            self.close()
-            raise TransportError(f"{method} {path}: sending failed: {error}", sent=True)
-        self.requests_sent += 1
-        return stream
+    def _plain(self, path, query=None, body=None, headers=None):
+        """(target, headers, parts) of a request to a plain path (percent-encoded here) with a JSON or bytes body."""
+        target = self.target(quote(path, safe="/:@!$&'()*+,;=-._~"), query)
+        headers = dict(headers or {})
+        if body is None:
+            return target, headers, ()
+        if "Content-Type" not in self.headers:
+            headers.setdefault("Content-Type", "application/json")
+        return target, headers, (body if isinstance(body, bytes) else json.dumps(body).encode("utf-8"),)
 
     def request(self, method, path, query=None, body=None, headers=None, timeout=None):
-        """Send one request and read the whole answer. A lost answer is TransportError(sent=True)."""
-        timeout = timeout or self.timeout
-        reused = self.stream is not None
-        self._send(method, path, query, body, headers, timeout)
-        try:
-            status, response_headers = self._read_head()
-            data = self._read_body(response_headers, method, status)
-        except (OSError, socket.timeout, EOFError, ValueError) as error:
-            self.close()
-            if reused and method == "GET" and isinstance(error, EOFError):
-                # The server closed an idle keep-alive connection; a read is safe to send again.
-                return self.request(method, path, query, body, headers, timeout)
-            raise TransportError(f"{method} {path}: no answer: {error or type(error).__name__}", sent=True)
-        if response_headers.get("connection", "").lower() == "close":
-            self.close()
-        return HttpResponse(status, response_headers, data)
+        """Send one request and read the whole answer (see `exchange`). A lost answer is TransportError(sent=True)."""
+        target, headers, parts = self._plain(path, query, body, headers)
+        return self.exchange(method, target, headers, parts, timeout)
 
     def get_many(self, paths, timeout=None, batch=64):
         """GET every path over one connection, `batch` requests sent back to back before their answers are read
         (HTTP/1.1 pipelining, for servers that answer in order). Small batches always fit the socket buffers, so
         sending never waits on the server. Returns the responses in the order of `paths`."""
-        timeout = timeout or self.timeout
         responses = []
         for start in range(0, len(paths), batch):
-            part = paths[start:start + batch]
-            for path in part:
-                self._send("GET", path, None, None, None, timeout)
-            position = 0
-            try:
-                for position, path in enumerate(part):
-                    status, headers = self._read_head()
-                    responses.append(HttpResponse(status, headers, self._read_body(headers, "GET", status)))
-            except (OSError, socket.timeout, EOFError, ValueError) as error:
-                self.close()
-                raise TransportError(f"GET {part[position]} (pipelined): no answer: {error or type(error).__name__}",
-                                     sent=True)
+            targets = [self._plain(path)[0] for path in paths[start:start + batch]]
+            for target in targets:
+                self.send("GET", target, timeout=timeout)
+            responses += [self.receive("GET", target) for target in targets]
         return responses
 
     # -- requests to targets already encoded, with streamed bodies and answers -------------------------------
@@ -235,16 +206,14 @@ class HttpClient:
         return target
 
     def exchange(self, method, target, headers=None, parts=(), timeout=None):
-        """Send one request to an encoded `target` (see `send`) and read its whole answer.
-
-        A read on a reused connection that the server had closed while idle is sent once more on a new one.
-        """
+        """`request` for an encoded `target` (see `send`): send one request, read its whole answer, and send a read
+        once more when the reused connection had been closed while idle."""
         reused = self.stream is not None
         try:
             self.send(method, target, headers, parts, timeout)
             return self.receive(method, target)
-        except TransportError:
-            if not (reused and method == "GET"):
+        except TransportError as error:
+            if not (reused and method == "GET" and isinstance(error.__cause__, (EOFError, ConnectionError))):
                 raise
         self.send(method, target, headers, parts, timeout)
         return self.receive(method, target)
@@ -254,6 +223,7 @@ class HttpClient:
 
         Content-Length is the sum of the parts. A failure while sending is TransportError(sent=True): the server
         may have seen part of it. A failure to connect is TransportError(sent=False), from `open_socket`.
+        Returns the stream (an upgraded connection continues on it).
         """
         length = sum(len(part) if isinstance(part, bytes) else os.path.getsize(part) for part in parts)
         all_headers = {"Host": self.host_header, "User-Agent": "oneclickvirt.virt", **self.headers,
@@ -273,8 +243,9 @@ class HttpClient:
                     stream.send_all(chunk)
         except (OSError, socket.timeout, EOFError) as error:
             self.close()
-            raise TransportError(f"{method} {target.split('?', 1)[0]}: sending failed: {error}", sent=True)
+            raise TransportError(f"{method} {target.split('?', 1)[0]}: sending failed: {error}", sent=True) from error
         self.requests_sent += 1
+        return stream
 
     def receive_head(self, method, target):
         """(status, headers) of the answer to the request just sent."""
@@ -283,7 +254,7 @@ class HttpClient:
         except (OSError, socket.timeout, EOFError, ValueError) as error:
             self.close()
             raise TransportError(f"{method} {target.split('?', 1)[0]}: no answer: {error or type(error).__name__}",
-                                 sent=True)
+                                 sent=True) from error
 
     def iter_body(self, headers, method, target):
         """The answer's body, chunk by chunk as it arrives (chunked, sized, or until the server closes)."""
@@ -320,31 +291,29 @@ class HttpClient:
         except (OSError, socket.timeout, EOFError, ValueError) as error:
             self.close()
             raise TransportError(f"{method} {target.split('?', 1)[0]}: the answer broke off: "
-                                 f"{error or type(error).__name__}", sent=True)
+                                 f"{error or type(error).__name__}", sent=True) from error
         if headers.get("connection", "").lower() == "close":
             self.close()
 
     def receive(self, method, target):
         """The whole answer to the request just sent."""
         status, headers = self.receive_head(method, target)
-        if method == "HEAD" or status in (204, 304):
-            return HttpResponse(status, headers, b"")
-        return HttpResponse(status, headers, b"".join(self.iter_body(headers, method, target)))
+        if not _bodiless(method, status):
+            return HttpResponse(status, headers, b"".join(self.iter_body(headers, method, target)))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return HttpResponse(status, headers, b"")
 
     def upgrade(self, method, path, body=None, timeout=None):
         """Send a request that switches the connection to a raw stream (Docker's attach/exec start).
 
         Returns (status, stream, already_read_bytes). The stream belongs to the caller afterwards.
         """
-        timeout = timeout or self.timeout
-        stream = self._send(method, path, None, body, {"Connection": "Upgrade", "Upgrade": "tcp"}, timeout)
-        try:
-            status, response_headers = self._read_head()
-        except (OSError, socket.timeout, EOFError, ValueError) as error:
-            self.close()
-            raise TransportError(f"{method} {path}: no answer: {error}", sent=True)
+        target, headers, parts = self._plain(path, body=body, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        stream = self.send(method, target, headers, parts, timeout)
+        status, response_headers = self.receive_head(method, target)
         if status != 101:
-            data = self._read_body(response_headers, method, status)
+            data = b"" if _bodiless(method, status) else b"".join(self.iter_body(response_headers, method, target))
             self.close()
             return status, HttpResponse(status, response_headers, data), b""
         leftover = self.buffer
@@ -377,26 +346,3 @@ class HttpClient:
             key, separator, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         return status, headers
-
-    def _read_body(self, headers, method, status):
-        if method == "HEAD" or status in (101, 204, 304) or 100 <= status < 200:
-            return b""
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
-                if size == 0:
-                    self._read_until(b"\r\n")
-                    return b"".join(parts)
-                parts.append(self._read_exact(size))
-                self._read_exact(2)
-        if "content-length" in headers:
-            return self._read_exact(int(headers["content-length"]))
-        # No length: the body ends when the server closes the connection.
-        while True:
-            try:
-                self._fill()
-            except EOFError:
-                data, self.buffer = self.buffer, b""
-                self.close()
-                return data
