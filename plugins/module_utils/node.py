@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import PROVIDERS
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec
 
-BACKENDS = ("docker", "incus", "lxd", "proxmox")
+BACKENDS = tuple(sorted(PROVIDERS))
 EXECUTION_RULES = ("api_only", "ssh_only", "auto")
 HOST_KEY_CHECKING = ("strict", "accept_new", "ignore")
 

@@ -100,9 +100,12 @@ def test_backends_are_registered_and_lazy():
         "incus", "monitor", "--format=json", "--all-projects", "--type=lifecycle"]
 
 
-def test_module_packer_sees_the_loaders():
+def test_every_backend_entry_names_its_module_and_class():
+    """The action plugin packs `backends/<module>.py` for a node type; the module loads the class from it."""
     from ansible_collections.oneclickvirt.virt.plugins.module_utils import backends
 
-    source = open(backends.__file__).read()
-    assert "module_utils.backends.lxd import LxdProvider" in source
-    assert "module_utils.backends.incus import IncusProvider" in source
+    assert backends.PROVIDERS["lxd"] == ("lxd", "LxdProvider")
+    assert backends.PROVIDERS["incus"] == ("incus", "IncusProvider")
+    for kind, (module_name, class_name) in backends.PROVIDERS.items():
+        assert backends._LOADERS[kind]().__name__ == class_name
+        assert backends._LOADERS[kind]().__module__.endswith(f".backends.{module_name}")

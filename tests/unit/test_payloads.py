@@ -1,61 +1,159 @@
-"""What Ansible packs into each module's payload: every backend (the node's type is known only at run time), but the
-image code only where image methods run (virt_image, virt_image_info). Built with ansible-core's own packer."""
+"""What Ansible packs into each module's payload: the backend of the task's node only (the collection's action
+plugin picks it), every backend when the node's type is not one we know, and the image code only where image
+methods run (virt_image, virt_image_info). Built with ansible-core's own packer, and through a real `ansible` run."""
 
+import base64
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
-from conftest import COLLECTIONS
+import pytest
+
+from conftest import COLLECTIONS, ROOT
+
+from ansible_collections.oneclickvirt.virt.plugins.plugin_utils.payload import (
+    backends_of, payload_name, payload_source)
 
 PACK = """
 import json, sys
 from ansible.executor import module_common
 from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import init_plugin_loader, module_loader
+from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar
 init_plugin_loader()
-names = {}
-for module in sys.argv[1:]:
-    found = module_loader.find_plugin_with_context(module)
+wrappers = {}
+for path in sys.argv[1:]:
+    name = path.rsplit("/", 1)[-1][:-3]
     built = module_common.modify_module(
-        module_name=found.resolved_fqcn, module_path=found.plugin_resolved_path, module_args={},
-        templar=Templar(loader=DataLoader()), task_vars={"ansible_python_interpreter": sys.executable},
-        module_compression="ZIP_DEFLATED")
-    names[module] = built.b_module_data.decode("utf-8", "replace")
-print(json.dumps(names))
+        module_name=name, module_path=path, module_args={}, templar=Templar(loader=DataLoader()),
+        task_vars={"ansible_python_interpreter": sys.executable}, module_compression="ZIP_DEFLATED")
+    wrappers[name] = built.b_module_data.decode("utf-8", "replace")
+print(json.dumps(wrappers))
 """
 
 UTILS = "ansible_collections/oneclickvirt/virt/plugins/module_utils/"
+BACKEND_FILES = {
+    "docker": {"docker.py"},
+    "lxd": {"lxd.py", "lxd_common.py"},
+    "incus": {"incus.py", "lxd_common.py"},
+    "proxmox": {"proxmox.py", "proxmox_images.py"},
+}
+ALL_BACKEND_FILES = set().union(*BACKEND_FILES.values())
+IMAGE_CODE = {UTILS + "images.py", UTILS + "image_transfer.py"}
 
 
-def packed_files(*modules):
-    """{module: the collection files in its AnsiballZ zip}: the zip is base64 in the wrapper, read it back."""
-    import base64
-    import io
-    import re
-    import zipfile
+def zipped_files(wrapper):
+    """The collection files in an AnsiballZ wrapper: its zip is the one long base64 literal in it."""
+    data = max(re.findall(r"[A-Za-z0-9+/=]{200,}", wrapper), key=len)
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(data))) as archive:
+        return {name for name in archive.namelist() if name.startswith("ansible_collections/")}
 
+
+def backend_files(files):
+    prefix = UTILS + "backends/"
+    return {name[len(prefix):] for name in files if name.startswith(prefix)} - {"__init__.py", "base.py"}
+
+
+def packed(tmp_path, module, backends):
+    """The collection files Ansible's packer puts in the payload copy of `module` for these backends."""
+    source = (ROOT / "plugins" / "modules" / f"{module}.py").read_text()
+    copy = tmp_path / f"{payload_name(module, backends)}.py"
+    copy.write_text(payload_source(source, backends))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
-    completed = subprocess.run([sys.executable, "-c", PACK, *modules], capture_output=True, text=True, env=env,
+    completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True, env=env,
                                check=True)
-    files = {}
-    for module, wrapper in json.loads(completed.stdout).items():
-        data = re.search(r"zip_data='([A-Za-z0-9+/=]+)'", wrapper).group(1)
-        with zipfile.ZipFile(io.BytesIO(base64.b64decode(data))) as archive:
-            files[module] = {name for name in archive.namelist() if name.startswith("ansible_collections/")}
-    return files
+    return zipped_files(next(iter(json.loads(completed.stdout).values())))
 
 
-def test_image_code_is_packed_only_for_the_image_modules():
-    names = ["oneclickvirt.virt.virt_instance", "oneclickvirt.virt.virt_exec", "oneclickvirt.virt.virt_image",
-             "oneclickvirt.virt.virt_image_info"]
-    files = packed_files(*names)
-    image_code = {UTILS + "images.py", UTILS + "image_transfer.py"}
-    for module in names:
-        # Every backend travels with every module: the node's type is known only when the task runs.
-        assert {UTILS + f"backends/{name}.py" for name in ("docker", "lxd", "incus", "proxmox")} <= files[module]
-    assert not image_code & files["oneclickvirt.virt.virt_instance"]
-    assert not image_code & files["oneclickvirt.virt.virt_exec"]
-    assert image_code <= files["oneclickvirt.virt.virt_image"]
-    assert image_code <= files["oneclickvirt.virt.virt_image_info"]
+def test_a_node_type_picks_its_backend_and_anything_else_picks_all():
+    assert backends_of({"type": "lxd", "name": "n"}) == ("lxd",)
+    assert backends_of({"type": "proxmox"}) == ("proxmox",)
+    everything = ("docker", "lxd", "incus", "proxmox")
+    for node in ({"type": "dockr"}, {"type": "Docker"}, {}, None, "type=docker", {"type": ["docker"]}):
+        assert backends_of(node) == everything, node
+
+
+def test_the_copy_is_the_module_and_one_import_per_backend():
+    source = "#!/usr/bin/python\n\ndef main():\n    pass\n\n\nif __name__ == '__main__':\n    main()\n"
+    copy = payload_source(source, ("incus",))
+    assert copy.startswith(source)
+    added = copy[len(source):].strip().splitlines()
+    assert added[1:] == ["from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import incus"
+                         "  # noqa: E402,F401"]
+    assert payload_name("virt_exec", ("incus",)) == "oneclickvirt_payload_virt_exec_incus"
+    assert payload_name("virt_exec", ("docker", "lxd")) == "oneclickvirt_payload_virt_exec_docker_lxd"
+
+
+@pytest.mark.parametrize("module", ["virt_instance", "virt_exec", "virt_image", "virt_image_info",
+                                    "virt_node_info", "virt_portmap"])
+def test_each_payload_carries_the_node_backend_only(tmp_path, module):
+    for kind, expected in BACKEND_FILES.items():
+        files = packed(tmp_path, module, (kind,))
+        assert backend_files(files) == expected, (module, kind)
+        # Image code goes only where image methods run.
+        assert (IMAGE_CODE <= files) == (module in ("virt_image", "virt_image_info")), (module, kind)
+    assert backend_files(packed(tmp_path, module, ("docker", "lxd", "incus", "proxmox"))) == ALL_BACKEND_FILES
+
+
+def test_no_module_names_a_backend_itself(tmp_path):
+    """Were a module (or what it imports) to import a backend, every payload would carry it again."""
+    for path in sorted((ROOT / "plugins" / "modules").glob("*.py")):
+        source = path.read_text()
+        copy = tmp_path / f"bare_{path.stem}.py"
+        copy.write_text(source)
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
+        completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True,
+                                   env=env, check=True)
+        files = zipped_files(next(iter(json.loads(completed.stdout).values())))
+        assert backend_files(files) == set(), path.name
+
+
+def ansible(tmp_path, module, args, *extra):
+    """One ad-hoc `ansible` run of a collection module on localhost, keeping the payload it sent."""
+    remote_tmp = tmp_path / "remote"
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_KEEP_REMOTE_FILES="1",
+               ANSIBLE_REMOTE_TMP=str(remote_tmp), ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="False", ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline")
+    completed = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-m",
+                                f"oneclickvirt.virt.{module}", "-a", json.dumps(args), *extra],
+                               capture_output=True, text=True, env=env, timeout=120, check=False)
+    # The oneline callback prints the task's result as `localhost | STATUS => {json}`.
+    line = [line for line in completed.stdout.splitlines() if line.startswith("localhost | ")][-1]
+    head, body = line.split(" => ", 1)
+    result = dict(json.loads(body), status=head.split(" | ")[1].rstrip("!"))
+    kept = sorted(remote_tmp.glob("*/AnsiballZ_*.py"))
+    return result, kept
+
+
+def test_an_ansible_run_sends_the_node_backend_and_the_module_keeps_its_name(tmp_path):
+    node = {"name": "n1", "type": "lxd", "execution_rule": "api_only",
+            "api": {"url": f"unix://{tmp_path}/no-daemon.sock"}}
+    result, kept = ansible(tmp_path / "lxd", "virt_instance_info", {"node": node})
+    # The module ran with its backend loaded by name: it tried the node's socket.
+    assert result["status"] == "FAILED" and "no-daemon.sock" in result["msg"], result
+    assert [path.name for path in kept] == ["AnsiballZ_oneclickvirt_payload_virt_instance_info_lxd.py"]
+    assert backend_files(zipped_files(kept[0].read_text())) == BACKEND_FILES["lxd"]
+
+    # Its messages name the module as the user called it, not the payload copy.
+    result, kept = ansible(tmp_path / "option", "virt_instance_info", {"node": node, "bogus": 1})
+    assert result["status"] == "FAILED"
+    assert "Unsupported parameters for (oneclickvirt.virt.virt_instance_info) module: bogus" in result["msg"]
+
+    # A mistyped type: every backend travels, and the module says what is wrong before it touches anything.
+    result, kept = ansible(tmp_path / "typo", "virt_instance_info", {"node": dict(node, type="lxc")})
+    assert result["status"] == "FAILED" and "node" in result["msg"] and "lxc" in result["msg"], result
+    assert backend_files(zipped_files(kept[0].read_text())) == ALL_BACKEND_FILES
+
+
+def test_an_async_task_runs_through_the_same_copy(tmp_path):
+    node = {"name": "n1", "type": "docker", "execution_rule": "api_only",
+            "api": {"url": f"unix://{tmp_path}/no-daemon.sock"}}
+    result, kept = ansible(tmp_path, "virt_instance_info", {"node": node}, "-B", "30", "-P", "1")
+    assert result["status"] == "FAILED" and "no-daemon.sock" in result["msg"], result
+    assert "AnsiballZ_oneclickvirt_payload_virt_instance_info_docker.py" in [path.name for path in kept]

@@ -1,42 +1,39 @@
 # -*- coding: utf-8 -*-
 # Copyright: oneclickvirt.virt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Backends registered by name, imported lazily: a docker task never runs another backend's code.
+"""Backends registered by name and imported by name, at run time: a docker task never runs another backend's code.
 
-The imports sit inside small loader functions: Ansible still finds them when it packs a module
-(it reads every import of the source), but Python runs only the one the node's type asks for.
+No import statement names a backend here. Ansible packs into a module's payload every file its source imports,
+and parses all of them on the controller for every task; so the collection's action plugin
+(plugins/plugin_utils/payload.py) packs only the backend of the task's node, from `PROVIDERS` below.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec
 
-
-def _docker():
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.docker import DockerProvider
-    return DockerProvider
-
-
-def _lxd():
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.lxd import LxdProvider
-    return LxdProvider
+# node type -> (module under backends/, its Provider class)
+PROVIDERS = {
+    "docker": ("docker", "DockerProvider"),
+    "lxd": ("lxd", "LxdProvider"),
+    "incus": ("incus", "IncusProvider"),
+    "proxmox": ("proxmox", "ProxmoxProvider"),
+}
 
 
-def _incus():
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.incus import IncusProvider
-    return IncusProvider
+def _loader(module_name, class_name):
+    def load():
+        return getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
+    return load
 
 
-def _proxmox():
-    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends.proxmox import ProxmoxProvider
-    return ProxmoxProvider
-
-
-_LOADERS = {"docker": _docker, "lxd": _lxd, "incus": _incus, "proxmox": _proxmox}
+_LOADERS = {name: _loader(*where) for name, where in PROVIDERS.items()}
 
 
 def register(name, loader):
-    """Add a backend: `loader()` returns its Provider class. Used by each backend's entry above and by tests."""
+    """Add a backend: `loader()` returns its Provider class. Tests use it for a backend of their own."""
     _LOADERS[name] = loader
 
 
