@@ -20,7 +20,7 @@ from ansible_collections.oneclickvirt.virt.plugins.plugin_utils.payload import (
     backends_of, payload_name, payload_source)
 
 PACK = """
-import json, sys
+import json, os, sys
 from ansible.executor import module_common
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
@@ -30,8 +30,9 @@ wrappers = {}
 for path in sys.argv[1:]:
     name = path.rsplit("/", 1)[-1][:-3]
     built = module_common.modify_module(
-        module_name=name, module_path=path, module_args={}, templar=Templar(loader=DataLoader()),
-        task_vars={"ansible_python_interpreter": sys.executable}, module_compression="ZIP_DEFLATED")
+        module_name=name, module_path=path, module_args=json.loads(os.environ.get("PACK_ARGS", "{}")),
+        templar=Templar(loader=DataLoader()), task_vars={"ansible_python_interpreter": sys.executable},
+        module_compression="ZIP_DEFLATED")
     wrappers[name] = built.b_module_data.decode("utf-8", "replace")
 print(json.dumps(wrappers))
 """
@@ -111,6 +112,33 @@ def test_no_module_names_a_backend_itself(tmp_path):
                                    env=env, check=True)
         files = zipped_files(next(iter(json.loads(completed.stdout).values())))
         assert backend_files(files) == set(), path.name
+
+
+def test_every_module_has_the_action_that_packs_its_backend():
+    modules = {path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")}
+    actions = {path.stem for path in (ROOT / "plugins" / "action").glob("*.py")}
+    assert modules == actions
+    for name in actions:
+        assert "import BackendAction" in (ROOT / "plugins" / "action" / f"{name}.py").read_text(), name
+
+
+def test_a_payload_without_the_backend_says_so(tmp_path):
+    """Packed without the action (the bare module), the module fails with what is missing, not a traceback."""
+    module = ROOT / "plugins" / "modules" / "virt_instance_info.py"
+    copy = tmp_path / "bare_virt_instance_info.py"
+    copy.write_text(module.read_text())
+    args = {"node": {"name": "n1", "type": "docker", "api": {"url": "unix:///nowhere.sock"}}}
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), PACK_ARGS=json.dumps(args))
+    completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True, env=env,
+                               check=True)
+    wrapper = tmp_path / "AnsiballZ_bare.py"
+    wrapper.write_text(next(iter(json.loads(completed.stdout).values())))
+    # The payload runs outside the checkout, as on a node: nothing of the collection is importable but the zip.
+    ran = subprocess.run([sys.executable, str(wrapper)], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PATH": os.environ["PATH"]}, timeout=60, check=False)
+    result = json.loads(ran.stdout)
+    assert result["failed"] is True
+    assert "the docker backend is not in this module's payload" in result["msg"], result
 
 
 def ansible(tmp_path, module, args, *extra):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec
+from ansible_collections.oneclickvirt.virt.plugins.module_utils.errors import InvalidSpec, VirtError
 
 # node type -> (module under backends/, its Provider class)
 PROVIDERS = {
@@ -25,7 +25,15 @@ PROVIDERS = {
 
 def _loader(module_name, class_name):
     def load():
-        return getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
+        path = f"{__name__}.{module_name}"
+        try:
+            module = importlib.import_module(path)
+        except ModuleNotFoundError as error:
+            if error.name != path:
+                raise
+            raise VirtError(f"the {module_name} backend is not in this module's payload: the collection's action "
+                            f"plugin of the same name packs it, so run the module as oneclickvirt.virt.<module>")
+        return getattr(module, class_name)
     return load
 
 
