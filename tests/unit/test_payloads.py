@@ -60,15 +60,24 @@ def backend_files(files):
     return {name[len(prefix):] for name in files if name.startswith(prefix)} - {"__init__.py", "base.py"}
 
 
-def packed(tmp_path, module, backends):
-    """The collection files Ansible's packer puts in the payload copy of `module` for these backends."""
+def pack(paths, args=None):
+    """{file stem: AnsiballZ wrapper} for module files, from Ansible's packer, in one process."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), PACK_ARGS=json.dumps(args or {}))
+    completed = subprocess.run([sys.executable, "-c", PACK, *map(str, paths)], capture_output=True, text=True,
+                               env=env, check=True)
+    return json.loads(completed.stdout)
+
+
+def packed_copies(tmp_path, module, backend_sets):
+    """{backends: the collection files Ansible packs for the payload copy of `module` carrying them}."""
     source = (ROOT / "plugins" / "modules" / f"{module}.py").read_text()
-    copy = tmp_path / f"{payload_name(module, backends)}.py"
-    copy.write_text(payload_source(source, backends))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
-    completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True, env=env,
-                               check=True)
-    return zipped_files(next(iter(json.loads(completed.stdout).values())))
+    copies = {}
+    for backends in backend_sets:
+        copy = tmp_path / f"{payload_name(module, backends)}.py"
+        copy.write_text(payload_source(source, backends))
+        copies[copy.stem] = backends
+    return {copies[name]: zipped_files(wrapper) for name, wrapper in pack(tmp_path / f"{name}.py"
+                                                                          for name in copies).items()}
 
 
 def test_a_node_type_picks_its_backend_and_anything_else_picks_all():
@@ -93,25 +102,27 @@ def test_the_copy_is_the_module_and_one_import_per_backend():
 @pytest.mark.parametrize("module", ["virt_instance", "virt_exec", "virt_image", "virt_image_info",
                                     "virt_node_info", "virt_portmap"])
 def test_each_payload_carries_the_node_backend_only(tmp_path, module):
+    everything = ("docker", "lxd", "incus", "proxmox")
+    packed = packed_copies(tmp_path, module, [(kind,) for kind in BACKEND_FILES] + [everything])
     for kind, expected in BACKEND_FILES.items():
-        files = packed(tmp_path, module, (kind,))
+        files = packed[(kind,)]
         assert backend_files(files) == expected, (module, kind)
         # Image code goes only where image methods run.
         assert (IMAGE_CODE <= files) == (module in ("virt_image", "virt_image_info")), (module, kind)
-    assert backend_files(packed(tmp_path, module, ("docker", "lxd", "incus", "proxmox"))) == ALL_BACKEND_FILES
+    assert backend_files(packed[everything]) == ALL_BACKEND_FILES
 
 
 def test_no_module_names_a_backend_itself(tmp_path):
     """Were a module (or what it imports) to import a backend, every payload would carry it again."""
+    copies = []
     for path in sorted((ROOT / "plugins" / "modules").glob("*.py")):
-        source = path.read_text()
         copy = tmp_path / f"bare_{path.stem}.py"
-        copy.write_text(source)
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
-        completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True,
-                                   env=env, check=True)
-        files = zipped_files(next(iter(json.loads(completed.stdout).values())))
-        assert backend_files(files) == set(), path.name
+        copy.write_text(path.read_text())
+        copies.append(copy)
+    wrappers = pack(copies)
+    assert len(wrappers) == len(copies) == 9
+    for name, wrapper in wrappers.items():
+        assert backend_files(zipped_files(wrapper)) == set(), name
 
 
 def test_every_module_has_the_action_that_packs_its_backend():
@@ -128,11 +139,9 @@ def test_a_payload_without_the_backend_says_so(tmp_path):
     copy = tmp_path / "bare_virt_instance_info.py"
     copy.write_text(module.read_text())
     args = {"node": {"name": "n1", "type": "docker", "api": {"url": "unix:///nowhere.sock"}}}
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), PACK_ARGS=json.dumps(args))
-    completed = subprocess.run([sys.executable, "-c", PACK, str(copy)], capture_output=True, text=True, env=env,
-                               check=True)
+    packed = pack([copy], args)
     wrapper = tmp_path / "AnsiballZ_bare.py"
-    wrapper.write_text(next(iter(json.loads(completed.stdout).values())))
+    wrapper.write_text(packed[copy.stem])
     # The payload runs outside the checkout, as on a node: nothing of the collection is importable but the zip.
     ran = subprocess.run([sys.executable, str(wrapper)], capture_output=True, text=True,
                          cwd=tmp_path, env={"PATH": os.environ["PATH"]}, timeout=60, check=False)
