@@ -22,10 +22,9 @@ from ansible import constants as C
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
+from ansible_collections.oneclickvirt.virt.plugins.module_utils import backends as backends_package
 from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import PROVIDERS
 from ansible_collections.oneclickvirt.virt.plugins.plugin_utils.collector import collector_paused
-
-BACKENDS_PACKAGE = "ansible_collections.oneclickvirt.virt.plugins.module_utils.backends"
 
 
 def backends_of(node):
@@ -40,7 +39,8 @@ def payload_source(module_source, backends):
     They come after `main()`, which always exits, so Python never runs them: the module imports its backend
     itself, by name, when it builds the node's provider.
     """
-    lines = [f"from {BACKENDS_PACKAGE} import {PROVIDERS[kind][0]}  # noqa: E402,F401" for kind in backends]
+    package = backends_package.__name__
+    lines = [f"from {package} import {PROVIDERS[kind][0]}  # noqa: E402,F401" for kind in backends]
     return (module_source.rstrip("\n") + "\n\n\n# Packed for this task by oneclickvirt.virt's action plugin.\n"
             + "\n".join(lines) + "\n")
 
