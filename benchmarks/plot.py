@@ -40,6 +40,9 @@ def main(source, target):
     colours = [{"pass": "#3a7d44", "fail": "#c0392b"}.get(row["result"], "#5d6d7e") for row in rows]
     right.barh(positions, [row["ratio"] for row in rows], color=colours)
     for position, row in zip(positions, rows):
+        if row.get("round_range"):  # whisker: the lowest and the highest ratio of a single round
+            right.plot(row["round_range"], [position, position], color="#333", linewidth=1)
+    for position, row in zip(positions, rows):
         right.text(row["ratio"], position, f" {row['ratio']:.2f}x", va="center", fontsize=7)
         if row["target_max"] is not None:
             right.plot([row["target_max"]] * 2, [position - 0.4, position + 0.4], color="red", linewidth=2)

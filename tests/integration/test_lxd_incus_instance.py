@@ -182,6 +182,29 @@ def test_a_timeout_names_the_operation(nodes, backend, name, rule):
     assert ("'Executing command'" in str(caught.value)) if rule == "api_only" else ("sleep" in str(caught.value))
 
 
+@pytest.mark.parametrize("rule", ["api_only", "ssh_only"])
+def test_delete_of_an_instance_that_stopped_since_it_was_read(nodes, backend, name, rule):
+    """The delete trusts the read the task made a moment before (no second read); when the instance stopped in
+    between, the daemon's "already stopped" is no failure."""
+    _collections_path()
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
+    from ansible_collections.oneclickvirt.virt.plugins.module_utils.backends import provider_for
+    from ansible_collections.oneclickvirt.virt.plugins.module_utils.node import validate_node_dict
+
+    run_module("virt_instance", {"node": lab_node(nodes, backend), "name": name, "image": "ocv-busybox",
+                                 "state": "started"})
+    provider = provider_for(validate_node_dict(lab_node(nodes, backend, rule)))
+    try:
+        instance = provider.get_instance(name)
+        assert instance.status == "running"
+        cli(backend, "stop", "--force", name)
+        provider.delete(instance, 60)
+    finally:
+        provider.close()
+    assert instances_named(backend, name) == []
+
+
 # -- transports ------------------------------------------------------------------------------------------------
 def test_auto_falls_back_when_the_api_is_unreachable(nodes, backend, name):
     port = closed_port()

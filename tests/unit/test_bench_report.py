@@ -41,6 +41,19 @@ def test_row_with_numbers():
                           target_max=0.15, ours_requests=1, reference_requests=601)
     assert row["ratio"] == 0.1 and row["result"] == "pass" and row["target"] == "<= 0.15x"
     assert row["status"] == "measured"
+    assert row["round_range"] == [0.1, 0.1]
+    cells = report.table_rows([row])[0]
+    assert cells[report.TABLE_HEADER.index("per round")] == "0.10-0.10x"
+
+
+def test_round_range_pairs_the_rounds_and_needs_them_to_pair():
+    ours, reference = report.summarize([1.0, 1.3, 0.9]), report.summarize([1.0, 1.0, 1.2])
+    assert report.round_range(ours, reference) == [0.75, 1.3]
+    assert report.round_range(ours, report.summarize([1.0, 1.0])) is None  # rounds that do not pair up
+    assert report.round_range(report.summarize([1.0]), report.summarize([1.0])) is None  # one round: no spread
+    row = report.make_row(case="create", backend="lxd", size=20, ours=ours, reference=reference, target_max=1.0,
+                          status="not measured: x")
+    assert row["round_range"] is None
 
 
 def test_row_not_measured_never_carries_a_number():
