@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -732,6 +733,8 @@ class Harness:
                  "peer": [self.workspace.write(f"pve-peer-{nodes_count}-{index}.proxmox.yml", json.dumps(
                      self.pve.peer_inventory())) for index in range(nodes_count)]}
 
+        single_config = self.workspace.write("pve-ours-single.virt.yml", json.dumps({
+            "plugin": "oneclickvirt.virt.instances", "nodes": [self.pve.node(templated_secret=False)]}))
         requests = {}
 
         def measure(side):
@@ -742,8 +745,7 @@ class Harness:
         def listed(side):
             """(seconds, completed process) of one ansible-inventory --list of `side`."""
             name = "ours" if side.startswith("ours") else "peer"
-            configs = files[name] if side != "ours-1" else [self.workspace.write("pve-ours-single.virt.yml", json.dumps({
-                "plugin": "oneclickvirt.virt.instances", "nodes": [self.pve.node(templated_secret=False)]}))]
+            configs = files[name] if side != "ours-1" else [single_config]
             env = self.pve_env(name)
             env["ONECLICKVIRT_API_TOKEN_SECRET"] = self.pve.token_secret
             argv = [self.bin(name) / "ansible-inventory"] + [part for config in configs for part in ("-i", config)]
@@ -751,6 +753,22 @@ class Harness:
             return timed(argv + ["--list"], env, self.workspace.dir,
                          expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
                              c.stdout)["_meta"]["hostvars"]) >= size)
+
+        def query_phase(side):
+            """Our plugin's own time for asking the nodes (its -vvv line): the part that parallelism decides,
+            without Ansible's start-up and its per-host work, which grow with the hosts of 8 nodes."""
+            argv = [self.bin("ours") / "ansible-inventory", "-i", config_of(side), "--list", "-vvv",
+                    "--output", os.devnull]
+            env = dict(self.pve_env("ours"), ONECLICKVIRT_API_TOKEN_SECRET=self.pve.token_secret,
+                       ANSIBLE_INVENTORY_ENABLED="oneclickvirt.virt.instances")
+            completed = timed(argv, env, self.workspace.dir)[1]
+            found = re.search(r"nodes queried in ([0-9.]+)s", completed.stdout + completed.stderr)
+            if not found:
+                raise BenchError(f"no query time in the -vvv output of {side}: {completed.stdout.strip()[-400:]}")
+            return float(found.group(1))
+
+        def config_of(side):
+            return files["ours"][0] if side == "phase-8" else single_config
 
         def timed_floor(side):
             """Ansible alone: a static script inventory printing the same hosts and variables."""
@@ -775,6 +793,7 @@ class Harness:
                           for side, count in (("ours", 8), ("ours-1", 1))}
                 samples = rounds_of(measure, ["ours", "ours-1"], self.rounds("inventory"))
                 samples.update(rounds_of(timed_floor, list(floors), self.rounds("inventory")))
+                samples.update(rounds_of(query_phase, ["phase-8", "phase-1"], self.rounds("inventory")))
                 # the peer reads 8 sources one after another, each paying the latency per request: one run
                 samples["peer"] = [measure("peer")]
                 counts = requests
@@ -786,6 +805,11 @@ class Harness:
             self.results.add(case="inventory 8 nodes", backend="proxmox", size=size, ours=summary["ours"],
                              reference=summary["ours-1"], reference_label="ours, 1 node", target_max=1.2,
                              ours_requests=counts["ours"], note=note)
+            self.results.add(case="inventory 8 nodes, query phase", backend="proxmox", size=size,
+                             ours=summary["phase-8"], reference=summary["phase-1"],
+                             reference_label="ours, 1 node, query phase", target_max=1.2,
+                             note="the plugin's own time for asking the nodes (its -vvv line `N nodes queried in`), "
+                                  "without Ansible's start-up and per-host work; the same latency on both sides")
             self.results.add(case="inventory 8 nodes, static floor", backend="proxmox", size=size,
                              ours=summary["floor-8"], reference=summary["floor-1"], reference_label="static, 1 node",
                              note=f"Ansible alone, no plugin and no network: a script inventory printing what ours "

@@ -207,6 +207,7 @@ cache_timeout: 600
 """
 
 import os
+import time
 
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -251,11 +252,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if results is not None:
                 self.display.vvv(f"{self.NAME}: {len(nodes)} nodes from the cache")
         if results is None:
+            started = time.monotonic()
             try:
                 results = query_nodes(nodes, self.get_option("max_workers"), self.get_option("node_timeout"),
                                       all_projects)
             except InventoryConfigError as error:
                 raise AnsibleParserError(f"{path}: {error}")
+            self.display.vvv(f"{self.NAME}: {len(nodes)} nodes queried in {time.monotonic() - started:.3f}s")
         if update_cache:
             self._cache[cache_key] = cache_document(nodes, all_projects, results)
 

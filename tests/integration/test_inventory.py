@@ -367,6 +367,25 @@ def test_a_cache_hit_needs_no_node(tmp_path, lab_instances):
     assert healed.raw == filled.raw
 
 
+def test_verbose_output_times_each_node_and_the_whole_query(tmp_path, lab_instances):
+    """-vvv says how long each node took and how long all of them took together (the nodes are asked in
+    parallel, so the whole is about the slowest node, not the sum): what a user reads to find a slow node."""
+    prefix, created = lab_instances
+    nodes = covered_nodes()
+    completed = run_inventory(tmp_path, lab_config(nodes.values(), name_pattern=f"{prefix}-.*"), "--list", "-vvv")
+    assert completed.returncode == 0, completed.stderr
+    output = completed.stdout + completed.stderr
+    seconds = {}
+    for name in nodes:
+        found = re.search(rf"node {re.escape(name)}: (\d+) instances in ([0-9.]+)s", output)
+        assert found, f"no timing line for node {name}"
+        assert int(found.group(1)) >= len(created.get(name, {}))
+        seconds[name] = float(found.group(2))
+    whole = re.search(rf"{len(nodes)} nodes queried in ([0-9.]+)s", output)
+    assert whole, output[-3000:]
+    assert max(seconds.values()) <= float(whole.group(1))
+
+
 # -- shaping: names, addresses, filters, constructed -----------------------------------------------------------
 def test_same_name_on_two_nodes_never_shares_a_host(tmp_path, made):
     name = made.docker(unique("t-inv-twin"))

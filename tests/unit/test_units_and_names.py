@@ -83,3 +83,22 @@ def test_any_accepted_name_is_shell_safe(text):
 def test_bad_ports(port):
     with pytest.raises(InvalidSpec, match="^ports"):
         check_port(port, "ports[0].guest_port")
+
+
+def test_instance_result_is_a_copy_with_every_field_and_sorted_ports():
+    from dataclasses import fields
+
+    from ansible_collections.oneclickvirt.virt.plugins.module_utils.models import Instance
+
+    ports = [{"guest_port": 443, "host_port": 8443, "protocol": "tcp", "listen_address": None},
+             {"guest_port": 53, "host_port": 5353, "protocol": "udp", "listen_address": None},
+             {"guest_port": 53, "host_port": 5353, "protocol": "tcp", "listen_address": None}]
+    instance = Instance(name="a", id="1", node="n", backend="docker", type="container", status="running",
+                        cpu=0.5, ports=ports)
+    result = instance.to_dict()
+    assert list(result) == [field.name for field in fields(Instance)]
+    assert [(port["guest_port"], port["protocol"]) for port in result["ports"]] == [
+        (53, "tcp"), (53, "udp"), (443, "tcp")]
+    result["ports"][0]["host_port"] = 1
+    result["cpu"] = 2
+    assert instance.ports[2]["host_port"] == 5353 and instance.cpu == 0.5  # the result never aliases the instance

@@ -11,6 +11,7 @@ always wins, and the same client serves the Docker Engine API locally and tunnel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -72,8 +73,13 @@ def file_chunks(path, size=SEND_CHUNK):
             yield chunk
 
 
+@functools.lru_cache(maxsize=None)
 def tls_context(validate_certs=True, ca_file=None, server_cert=None, client_cert=None, client_key=None):
-    """The TLS context of a node's API, from its description only (never from REQUESTS_CA_BUNDLE)."""
+    """The TLS context of a node's API, from its description only (never from REQUESTS_CA_BUNDLE).
+
+    One per distinct settings in a process, shared (a context is never changed after this): an inventory over
+    many nodes with the same CA bundle reads and checks that bundle once, the larger part of a context's cost.
+    """
     import ssl  # here, not at the top: a task over a unix socket never pays for importing it
 
     if server_cert or not validate_certs:
