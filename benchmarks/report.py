@@ -212,9 +212,11 @@ def svg_chart(rows, width=900, bar_height=18):
         y = margin * 2 + index * bar_height * 1.5
         colour = {"pass": "#3a7d44", "fail": "#c0392b"}.get(row["result"], "#5d6d7e")
         parts.append(f'<text x="{margin}" y="{y + bar_height * 0.75:.1f}">{html.escape(row_label(row))}</text>')
-        parts.append(f'<rect x="{label_width + margin}" y="{y:.1f}" width="{x_of(row["ratio"]) - label_width - margin:.1f}" '
-                     f'height="{bar_height}" fill="{colour}"/>')
-        parts.append(f'<text x="{x_of(row["ratio"]) + 4:.1f}" y="{y + bar_height * 0.75:.1f}">{row["ratio"]:.2f}x</text>')
+        width = x_of(row["ratio"]) - label_width - margin
+        parts.append(f'<rect x="{label_width + margin}" y="{y:.1f}" width="{width:.1f}" height="{bar_height}" '
+                     f'fill="{colour}"/>')
+        parts.append(f'<text x="{x_of(row["ratio"]) + 4:.1f}" y="{y + bar_height * 0.75:.1f}">'
+                     f'{row["ratio"]:.2f}x</text>')
         if row["target_max"] is not None:
             tick = x_of(row["target_max"])
             parts.append(f'<line x1="{tick:.1f}" x2="{tick:.1f}" y1="{y - 2:.1f}" y2="{y + bar_height + 2:.1f}" '

@@ -92,6 +92,11 @@ def timed(argv, env, cwd, expect=None):
     return seconds, completed
 
 
+def unchanged(completed):
+    """An ad-hoc `ansible` run that reported a true no-op."""
+    return "SUCCESS" in completed.stdout and '"changed": false' in completed.stdout
+
+
 def cpu_busy(seconds):
     """The machine's busy share of CPU time over `seconds` (from /proc/stat)."""
     def sample():
@@ -376,7 +381,6 @@ class Harness:
         log(f"case: no-op instance task on {kind}")
         name = "bench-noop"
         backend.create([name])
-        unchanged = lambda completed: "SUCCESS" in completed.stdout and '"changed": false' in completed.stdout  # noqa: E731
 
         def measure(side, counted=False):
             if side in ("ours", "peer"):
@@ -631,7 +635,6 @@ class Harness:
     def pve_noop(self):
         log("case: no-op instance task on proxmox")
         self.pve.create_guests(["bench-noop"], start=True)
-        unchanged = lambda completed: "SUCCESS" in completed.stdout and '"changed": false' in completed.stdout  # noqa: E731
 
         def measure(side):
             if side.endswith("-ping"):
@@ -710,8 +713,9 @@ class Harness:
                                  target_max=1.0 if action == "create" else None,
                                  ours_requests=round(requests[f"ours-{action}"] / count, 1),
                                  reference_requests=round(requests[f"peer-{action}"] / count, 1),
-                                 note="requests per guest; the peer's create is a present + a started task per guest, its delete "
-                                      "stopped + absent (it creates and deletes only that way); ours one task")
+                                 note="requests per guest; the peer's create is a present + a started task per "
+                                      "guest, its delete stopped + absent (it creates and deletes only that way); "
+                                      "ours one task")
             self.results.detail(case=f"create/delete {kind}", backend="proxmox", samples=samples)
 
     def pve_inventory(self):

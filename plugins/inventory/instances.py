@@ -161,6 +161,9 @@ notes:
     configuration. A listing is reused only for the same node names, types and projects, and only when every
     node answered: a run in which a node failed is not reused, so that node is asked again next time."
   - Node secrets never appear in warnings or errors.
+  - "With C(-vvv), each node's listing time and instance count are shown, and the time of the whole query: as
+    the nodes are asked in parallel (O(max_workers)), the whole is close to the slowest node, and a node far
+    slower than the others is the one to look at."
 seealso:
   - module: oneclickvirt.virt.virt_instance_info
 author:
