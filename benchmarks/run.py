@@ -746,33 +746,32 @@ class Harness:
             requests[side] = self.pve.count(lambda: seconds.append(listed(side)[0]))
             return seconds[0]
 
-        def listed(side):
-            """(seconds, completed process) of one ansible-inventory --list of `side`."""
+        def command(side):
+            """argv and environment of one ansible-inventory --list of `side` (ours, ours-1 or peer)."""
             name = "ours" if side.startswith("ours") else "peer"
             configs = files[name] if side != "ours-1" else [single_config]
             env = self.pve_env(name)
             env["ONECLICKVIRT_API_TOKEN_SECRET"] = self.pve.token_secret
-            argv = [self.bin(name) / "ansible-inventory"] + [part for config in configs for part in ("-i", config)]
             env["ANSIBLE_INVENTORY_ENABLED"] = "oneclickvirt.virt.instances" if name == "ours" else "auto"
-            return timed(argv + ["--list"], env, self.workspace.dir,
+            argv = [self.bin(name) / "ansible-inventory"] + [part for config in configs for part in ("-i", config)]
+            return argv + ["--list"], env
+
+        def listed(side):
+            """(seconds, completed process) of one ansible-inventory --list of `side`."""
+            argv, env = command(side)
+            return timed(argv, env, self.workspace.dir,
                          expect=lambda c: sum(host.startswith("bench-i-") for host in json.loads(
                              c.stdout)["_meta"]["hostvars"]) >= size)
 
         def query_phase(side):
             """Our plugin's own time for asking the nodes (its -vvv line): the part that parallelism decides,
             without Ansible's start-up and its per-host work, which grow with the hosts of 8 nodes."""
-            argv = [self.bin("ours") / "ansible-inventory", "-i", config_of(side), "--list", "-vvv",
-                    "--output", os.devnull]
-            env = dict(self.pve_env("ours"), ONECLICKVIRT_API_TOKEN_SECRET=self.pve.token_secret,
-                       ANSIBLE_INVENTORY_ENABLED="oneclickvirt.virt.instances")
-            completed = timed(argv, env, self.workspace.dir)[1]
+            argv, env = command({"phase-8": "ours", "phase-1": "ours-1"}[side])
+            completed = timed(argv + ["-vvv", "--output", os.devnull], env, self.workspace.dir)[1]
             found = re.search(r"nodes queried in ([0-9.]+)s", completed.stdout + completed.stderr)
             if not found:
                 raise BenchError(f"no query time in the -vvv output of {side}: {completed.stdout.strip()[-400:]}")
             return float(found.group(1))
-
-        def config_of(side):
-            return files["ours"][0] if side == "phase-8" else single_config
 
         def timed_floor(side):
             """Ansible alone: a static script inventory printing the same hosts and variables."""
